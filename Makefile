@@ -1,0 +1,59 @@
+# Job Center: `make demo` runs it locally, `make test` runs the tests. Both set up .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install browser-deps demo run test lint format bench clean
+
+# Reinstall only when the dependencies change: a second `make demo` starts in seconds.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing Job Center into $(VENV) ..."
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
+	@$(PY) -c "import django, rest_framework, django_q, openapi_core" || { echo "install failed"; exit 1; }
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	DEBUG=1 $(PY) manage.py demo
+
+# The web server and the django-q2 cluster on the configured database, for real accounts.
+run: $(STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py setup_schedules
+	trap 'kill 0' EXIT INT TERM; $(PY) manage.py qcluster & $(PY) manage.py runserver 127.0.0.1:8000 --noreload
+
+# The browser tests drive Debian's Chromium (Playwright brings only its driver, never a
+# browser) and check pages with axe-core from npm, kept in a git-ignored cache. Quiet and
+# idempotent; without apt-get or npm the tests that need them skip and say why.
+NODE_CACHE := .cache/node
+AXE_VERSION := 4.14.1
+AXE := $(NODE_CACHE)/node_modules/axe-core/axe.min.js
+
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+		echo "chromium is missing and could not be installed: the browser tests will skip"
+	@test -f $(AXE) || npm install --silent --no-audit --no-fund --prefix $(NODE_CACHE) \
+		axe-core@$(AXE_VERSION) >/dev/null 2>&1 || \
+		echo "axe-core could not be installed with npm: the accessibility test will skip"
+
+test: $(STAMP) browser-deps
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)
+	$(PY) bench/sync.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Job Center: one database for every provider's asynchronous bulk jobs."""

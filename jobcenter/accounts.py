@@ -1,0 +1,200 @@
+"""Account services: where credentials may go, and a provider bound to an account.
+
+Every path that creates or uses an account (admin, API, commands, sync) goes through
+here, so the rule "credentials only to the provider's documented hosts" has one home.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from jobcenter import ratelimit
+from jobcenter.crypto import CredentialsUnreadable
+from jobcenter.models import ProviderAccount
+from providers import PROVIDER_CLASSES, get_provider
+from providers.base import Provider, ProviderError, RateLimit
+from providers.http import RetryPolicy, redact
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_base_url(provider_slug: str, base_url: str) -> str:
+    """The normalized base URL, or ValidationError saying why credentials may not go there.
+
+    Allowed: blank (the provider's default); https on one of the provider's documented
+    hosts or on a host listed in JOBCENTER_EXTRA_PROVIDER_HOSTS; loopback (the sandbox)
+    while JOBCENTER_ALLOW_LOOPBACK_PROVIDERS is on (it follows DEBUG by default).
+    """
+    base_url = (base_url or "").strip()
+    if not base_url:
+        return ""
+    provider = get_provider(provider_slug)
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValidationError("Enter a full URL such as https://a.klaviyo.com.", code="invalid")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValidationError(
+            "The base URL must not carry credentials, a query or a fragment.", code="invalid"
+        )
+    if is_loopback(host):
+        if not settings.JOBCENTER_ALLOW_LOOPBACK_PROVIDERS:
+            raise ValidationError(
+                "Loopback base URLs (the sandbox) are allowed only in development "
+                "(DEBUG or JOBCENTER_ALLOW_LOOPBACK_PROVIDERS).",
+                code="loopback",
+            )
+        return base_url.rstrip("/")
+    allowed = {h.lower() for h in provider.documented_hosts} | {
+        h.lower() for h in settings.JOBCENTER_EXTRA_PROVIDER_HOSTS
+    }
+    if host not in allowed:
+        raise ValidationError(
+            f"{host} is not a {provider.label} host. Credentials are sent only to "
+            f"{', '.join(sorted(provider.documented_hosts))} or to hosts listed in "
+            "JOBCENTER_EXTRA_PROVIDER_HOSTS.",
+            code="host",
+        )
+    if parts.scheme != "https":
+        raise ValidationError("Provider base URLs must use https.", code="scheme")
+    return base_url.rstrip("/")
+
+
+def validate_credentials(provider_slug: str, credentials: Mapping[str, object]) -> dict[str, str]:
+    """Credentials holding exactly the provider's declared fields, as strings."""
+    provider = get_provider(provider_slug)
+    errors: dict[str, str] = {}
+    cleaned: dict[str, str] = {}
+    known = {f.name for f in provider.credential_fields}
+    for name in credentials:
+        if name not in known:
+            errors[name] = f"{provider.label} has no credential named {name!r}."
+    for field in provider.credential_fields:
+        value = credentials.get(field.name)
+        value = "" if value is None else str(value).strip()
+        if not value and field.required:
+            errors[field.name] = f"{field.label} is required."
+        elif value:
+            cleaned[field.name] = value
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
+
+
+def create_account(
+    name: str,
+    provider_slug: str,
+    credentials: Mapping[str, object],
+    *,
+    base_url: str = "",
+    sync_interval_minutes: int | None = None,
+) -> ProviderAccount:
+    """Validate and save a new account with encrypted credentials."""
+    if provider_slug not in PROVIDER_CLASSES:
+        raise ValidationError(
+            {
+                "provider": f"Unknown provider {provider_slug!r}; known: {', '.join(PROVIDER_CLASSES)}."
+            }
+        )
+    account = ProviderAccount(
+        name=name,
+        provider=provider_slug,
+        base_url=validate_base_url(provider_slug, base_url),
+        sync_interval_minutes=sync_interval_minutes or settings.JOBCENTER_DEFAULT_SYNC_MINUTES,
+    )
+    account.set_credentials(validate_credentials(provider_slug, credentials))
+    account.full_clean()
+    with transaction.atomic():
+        account.save()
+    return account
+
+
+def build_provider(account: ProviderAccount) -> Provider:
+    """The provider bound to this account, its rate limits shared across workers.
+
+    The base URL is checked again here: settings may have changed since it was saved,
+    and credentials must never follow a URL the current settings do not allow.
+    """
+    provider_class = get_provider(account.provider)
+    base_url = validate_base_url(account.provider, account.base_url) or None
+    credentials = account.get_credentials()
+    return provider_class(
+        credentials,
+        base_url=base_url,
+        options=settings.JOBCENTER_PROVIDER_OPTIONS.get(account.provider),
+        bucket_store=ratelimit.bucket_store(),
+        bucket_prefix=quota_key(account.provider, base_url or "", credentials),
+        rate_limits=rate_limit_overrides(provider_class.rate_limits, account.rate_limits),
+        timeout=settings.JOBCENTER_HTTP_TIMEOUT,
+        retry=RetryPolicy(**settings.JOBCENTER_RETRY),
+    )
+
+
+def quota_key(provider_slug: str, base_url: str, credentials: Mapping[str, str]) -> str:
+    """Bucket key prefix for the provider-side quota these credentials draw on.
+
+    Providers count requests per credential (Klaviyo per account key, Elastic Path per
+    store), not per row in our table: two accounts holding the same credentials share
+    one budget. The key is a digest, so no secret is stored in it.
+    """
+    material = json.dumps([provider_slug, base_url, sorted(credentials.items())])
+    return f"{provider_slug}:{hashlib.sha256(material.encode()).hexdigest()[:24]}:"
+
+
+def clean_rate_limits(value: object) -> dict[str, RateLimit]:
+    """Parse {"tier" or "*": [[requests, seconds], ...]}; ValidationError when malformed."""
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError('Rate limits must be an object such as {"*": [[10, 1]]}.')
+    parsed: dict[str, RateLimit] = {}
+    for tier, windows in value.items():
+        try:
+            pairs = tuple((int(count), float(seconds)) for count, seconds in windows)
+        except (TypeError, ValueError):
+            raise ValidationError(f"Rate limit {tier!r}: give [requests, seconds] pairs.") from None
+        if not pairs or any(count < 1 or seconds <= 0 for count, seconds in pairs):
+            raise ValidationError(f"Rate limit {tier!r}: requests >= 1 and seconds > 0.")
+        parsed[str(tier)] = RateLimit(pairs)
+    return parsed
+
+
+def rate_limit_overrides(
+    provider_limits: Mapping[str, RateLimit], account_value: object
+) -> dict[str, RateLimit]:
+    """The account's overrides, with "*" expanded to every tier the provider declares."""
+    overrides = clean_rate_limits(account_value)
+    expanded = dict.fromkeys(provider_limits, overrides["*"]) if "*" in overrides else {}
+    expanded.update({tier: limit for tier, limit in overrides.items() if tier != "*"})
+    return expanded
+
+
+def check_connection(account: ProviderAccount) -> tuple[bool, str]:
+    """Ask the provider whether the stored credentials work; never raises, never leaks."""
+    secrets: list[str] = []
+    try:
+        provider = build_provider(account)
+        secrets = provider.client.secrets
+        provider.check_credentials()
+    except ProviderError as exc:
+        return False, redact(str(exc), secrets)
+    except CredentialsUnreadable as exc:
+        return False, f"credentials unreadable: {exc}"
+    except ValidationError as exc:
+        return False, "base URL refused: " + "; ".join(exc.messages)
+    return True, "the provider accepted the credentials"

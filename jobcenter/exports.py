@@ -1,0 +1,388 @@
+"""Streaming CSV and NDJSON exports of jobs, snapshots and error records.
+
+One module for the three ways in (the API's /api/v1/exports/, the admin's export links
+and actions, `manage.py export_jobs`), so a file looks the same whichever way staff
+asked for it, and the filters are the list endpoints' own (`jobcenter.api.filters`).
+
+An export of a million rows must neither time out nor fill memory, so rows are read by
+keyset pagination: chunks of CHUNK_SIZE rows, `WHERE (key, id) > last` over the
+queryset's own ordering, each chunk a short query of its own (no server-side cursor,
+no read transaction held open for minutes on SQLite), with a constant number of
+queries per chunk. Account names come from one small dict (there are few accounts).
+Each chunk is written out as one block of bytes before the next is read.
+
+CSV: UTF-8 with a byte-order mark (spreadsheets then read non-ASCII text right), one
+header row, RFC 4180 quoting, times in UTC ISO 8601 (`2026-03-01T12:00:00Z`), booleans
+`true`/`false`, empty cells for nulls, and every text cell that a spreadsheet would run
+as a formula (starting with `=`, `+`, `-`, `@`, a tab or a carriage return) prefixed
+with a single quote (OWASP's advice). NDJSON: one JSON object per line, the same keys
+with JSON types, plus the raw provider payload (`payload`, or `raw` for error records).
+The columns are documented in README.md ("Exports"); keep the two in step.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connections
+from django.db.models import DateTimeField, Field, Model, QuerySet
+from django.http import QueryDict, StreamingHttpResponse
+from django.utils import timezone
+from django_filters import FilterSet
+
+from jobcenter.api.filters import ErrorFilter, JobFilter, SnapshotFilter
+from jobcenter.api.pagination import beyond_position, ordering_key
+from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount
+
+CHUNK_SIZE = 2000
+EXPORT_PERMISSION = "jobcenter.export_job"
+FORMATS = ("csv", "ndjson")
+CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
+BOM = "\ufeff"
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+# --- cells ------------------------------------------------------------------------------
+
+
+def spreadsheet_safe(value: object) -> str:
+    """The cell as text; one a spreadsheet would run as a formula gets a leading quote."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def utc_text(value: datetime | str | None) -> str | None:
+    """UTC ISO 8601 with a `Z`, as the API writes times (DRF's DateTimeField).
+
+    Takes the database's own value: an aware datetime (PostgreSQL), or the naive UTC
+    text Django stores in SQLite (`2026-03-01 12:00:00[.123456]`), rewritten without
+    parsing it: at a million rows with ten times each, parsing was half the export.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if len(value) in (19, 26) and value[10] == " ":
+            return f"{value[:10]}T{value[11:]}Z"
+        value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _csv_text(value: Any) -> Any:
+    return spreadsheet_safe(value) if value else value  # csv writes None as ""
+
+
+def _csv_bool(value: Any) -> str:
+    return "" if value is None else ("true" if value else "false")
+
+
+def _json_bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)  # SQLite answers 0 and 1
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+# One (CSV, NDJSON) converter pair per kind of column, from the database's raw values.
+TEXT = (_csv_text, _same)
+NUMBER = (_same, _same)  # csv writes numbers as they are, None as ""
+BOOL = (_csv_bool, _json_bool)
+TIME = (utc_text, utc_text)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One exported column: its stable name, where it is read from, how it is written."""
+
+    name: str
+    source: str  # a `values_list` path on the exported model
+    kind: tuple[Callable[[Any], Any], Callable[[Any], Any]] = TEXT
+    account_name: bool = False  # `source` is an account id, written as the account's name
+
+
+def _columns(spec: str, prefix: str = "", rename: Callable[[str], str] = str) -> list[Column]:
+    """Columns from 'name:kind' words: one place that says what each column holds."""
+    kinds = {"text": TEXT, "number": NUMBER, "bool": BOOL, "time": TIME}
+    result = []
+    for word in spec.split():
+        name, _, kind = word.partition(":")
+        result.append(Column(rename(name), prefix + name, kinds[kind or "text"]))
+    return result
+
+
+JOB_COLUMNS = [
+    Column("id", "id", NUMBER),
+    Column("account", "account_id", NUMBER),
+    Column("account_name", "account_id", account_name=True),
+    *_columns(
+        "provider kind external_id status provider_status total_count:number "
+        "completed_count:number failed_count:number created_at:time started_at:time "
+        "completed_at:time updated_at:time expires_at:time first_seen_at:time "
+        "last_seen_at:time last_changed_at:time last_checked_at:time is_terminal:bool "
+        "gone_at:time gone_reason tracked:bool errors_fetched_at:time error_count:number"
+    ),
+]
+
+# The job a snapshot or error record belongs to: the same columns in both exports.
+JOB_CONTEXT_COLUMNS = [
+    Column("account", "job__account_id", NUMBER),
+    Column("account_name", "job__account_id", account_name=True),
+    Column("provider", "job__provider"),
+    Column("kind", "job__kind"),
+    *_columns(
+        "external_id status provider_status total_count:number completed_count:number "
+        "failed_count:number created_at:time started_at:time completed_at:time "
+        "updated_at:time expires_at:time first_seen_at:time last_seen_at:time "
+        "last_changed_at:time",
+        prefix="job__",
+        rename=lambda name: f"job_{name}",
+    ),
+]
+
+SNAPSHOT_COLUMNS = [
+    Column("id", "id", NUMBER),
+    Column("job", "job_id", NUMBER),
+    *_columns(
+        "observed_at:time status provider_status total_count:number completed_count:number "
+        "failed_count:number digest"
+    ),
+    *JOB_CONTEXT_COLUMNS,
+]
+
+ERROR_COLUMNS = [
+    Column("id", "id", NUMBER),
+    Column("job", "job_id", NUMBER),
+    *_columns("position:number code title message source external_id fetched_at:time"),
+    *JOB_CONTEXT_COLUMNS,
+]
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What one export reads: model, filters, columns, and the raw JSON NDJSON adds."""
+
+    name: str  # "jobs", "snapshots", "errors": in URLs, file names and --what
+    model: type[Model]
+    filterset: type[FilterSet]
+    columns: Sequence[Column]
+    raw: str  # NDJSON only: the field holding the provider's JSON as it was received
+
+    @property
+    def view_permission(self) -> str:
+        return f"{self.model._meta.app_label}.view_{self.model._meta.model_name}"
+
+    def header(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+
+EXPORTS: dict[str, ExportSpec] = {
+    spec.name: spec
+    for spec in (
+        ExportSpec("jobs", Job, JobFilter, JOB_COLUMNS, "payload"),
+        ExportSpec("snapshots", JobSnapshot, SnapshotFilter, SNAPSHOT_COLUMNS, "payload"),
+        ExportSpec("errors", JobError, ErrorFilter, ERROR_COLUMNS, "raw"),
+    )
+}
+
+
+# --- who may export ---------------------------------------------------------------------
+
+
+def can_export(user: Any, spec: ExportSpec) -> bool:
+    """Staff with the export permission and the view permission of what is exported."""
+    return bool(
+        user
+        and user.is_active
+        and user.is_staff
+        and user.has_perm(EXPORT_PERMISSION)
+        and user.has_perm(spec.view_permission)
+    )
+
+
+# --- rows -------------------------------------------------------------------------------
+
+
+class FilterError(ValueError):
+    """The filters do not validate; `errors` maps each filter to its problems."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in errors.items()))
+        self.errors = errors
+
+
+def filtered(spec: ExportSpec, query: QueryDict, queryset: QuerySet | None = None) -> QuerySet:
+    """The rows the matching list endpoint returns for `query`, in the same order."""
+    base = spec.model._default_manager.all() if queryset is None else queryset
+    filterset = spec.filterset(query, queryset=base)
+    if not filterset.is_valid():
+        raise FilterError({name: list(msgs) for name, msgs in filterset.errors.items()})
+    return filterset.qs
+
+
+def default_ordering(spec: ExportSpec) -> tuple[str, ...]:
+    """The list endpoint's default order (newest first), a key ending with the id."""
+    ordering = spec.filterset.base_filters["ordering"]
+    return ordering.orderings[ordering.default]
+
+
+def keyset_chunks(
+    queryset: QuerySet, fields: Sequence[str], chunk_size: int | None = None
+) -> Iterator[list[tuple]]:
+    """`fields` of every row of `queryset`, in its order, `chunk_size` rows per query.
+
+    The queryset must be ordered by a key that ends with the id (every FilterSet orders
+    so). Each chunk starts strictly after the last row of the one before, so rows are
+    neither skipped nor repeated while the key's values do not change during the export.
+
+    Values are the database driver's own, without Django's per-value converters (the
+    converters above take them as they come): times as SQLite text or PostgreSQL
+    datetimes, booleans as 0/1 on SQLite, JSON as its text.
+    """
+    chunk_size = chunk_size or CHUNK_SIZE
+    key = ordering_key(queryset)
+    names = list(fields) + [part.name for part in key if part.name not in fields]
+    positions = [names.index(part.name) for part in key]
+    ordered = queryset.order_by(*(part.order_expression(False) for part in key))
+    page = ordered
+    connection = connections[queryset.db]
+    while True:
+        sql, params = page.values_list(*names)[:chunk_size].query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        if rows:
+            yield rows
+        if len(rows) < chunk_size:
+            return
+        last = rows[-1]
+        values = [_key_value(part.field, last[i]) for part, i in zip(key, positions, strict=True)]
+        page = ordered.filter(beyond_position(key, values, False))
+
+
+def _key_value(field: Field, raw: Any) -> Any:
+    """A raw key value as a lookup takes it (SQLite's time text as an aware datetime)."""
+    if isinstance(raw, str) and isinstance(field, DateTimeField):
+        value = datetime.fromisoformat(raw)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return raw
+
+
+def _raw_json(value: Any) -> str:
+    """Stored JSON as one line of JSON text, re-encoded only when it is not one already."""
+    if isinstance(value, str) and "\n" not in value and "\r" not in value:
+        return value
+    if isinstance(value, str):
+        value = json.loads(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+class AccountNames:
+    """Account id to name: all accounts in one query, re-read if a new one appears."""
+
+    def __init__(self) -> None:
+        self.names: dict[int, str] = {}
+        self.load()
+
+    def load(self) -> None:
+        self.names = dict(ProviderAccount.objects.values_list("pk", "name"))
+
+    def __call__(self, account_id: int | None) -> str | None:
+        if account_id is None:
+            return None
+        if account_id not in self.names:
+            self.load()
+        return self.names.get(account_id, "")
+
+
+def _converters(spec: ExportSpec, fmt: str) -> list[Callable[[Any], Any]]:
+    index = 0 if fmt == "csv" else 1
+    names = AccountNames()
+    converters = []
+    for column in spec.columns:
+        convert = column.kind[index]
+        if column.account_name:
+            convert = (lambda c: lambda v: c(names(v)))(convert)
+        converters.append(convert)
+    return converters
+
+
+def export_chunks(
+    spec: ExportSpec,
+    fmt: str,
+    queryset: QuerySet,
+    *,
+    chunk_size: int | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> Iterator[bytes]:
+    """The export as blocks of bytes: the header at once, then one block per chunk.
+
+    `on_rows` is told the number of rows in each block (the command's progress bar).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}")
+    converters = _converters(spec, fmt)
+    fields = [column.source for column in spec.columns]
+    if fmt == "ndjson":
+        fields.append(spec.raw)
+    width = len(spec.columns)
+    names = spec.header()
+    raw_name = spec.raw
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    if fmt == "csv":
+        writer.writerow(names)
+        yield (BOM + buffer.getvalue()).encode()
+    for rows in keyset_chunks(queryset, fields, chunk_size):
+        buffer.seek(0)
+        buffer.truncate()
+        if fmt == "csv":
+            writer.writerows(
+                [convert(value) for convert, value in zip(converters, row[:width], strict=True)]
+                for row in rows
+            )
+        else:
+            raw_key = f',"{raw_name}":'
+            for row in rows:
+                record = {
+                    name: convert(value)
+                    for name, convert, value in zip(names, converters, row, strict=False)
+                }
+                # The stored JSON text goes in as it is: no decoding and encoding again.
+                line = json.dumps(record, separators=(",", ":"))
+                buffer.write(f"{line[:-1]}{raw_key}{_raw_json(row[width])}}}\n")
+        # "replace": a lone surrogate in stored text must not end the download midway.
+        yield buffer.getvalue().encode("utf-8", "replace")
+        if on_rows is not None:
+            on_rows(len(rows))
+
+
+def export_filename(
+    spec: ExportSpec, fmt: str, when: datetime | None = None, label: str = ""
+) -> str:
+    """`jobcenter-jobs-20261123T164500Z.csv`: what, (whose), and when, in UTC."""
+    stamp = (when or timezone.now()).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    middle = "-" + re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:120] if label else ""
+    return f"jobcenter-{spec.name}{middle}-{stamp}.{fmt}"
+
+
+def streaming_response(
+    spec: ExportSpec, fmt: str, queryset: QuerySet, *, label: str = ""
+) -> StreamingHttpResponse:
+    """The export as a download, streamed chunk by chunk."""
+    response = StreamingHttpResponse(
+        export_chunks(spec, fmt, queryset), content_type=CONTENT_TYPES[fmt]
+    )
+    filename = export_filename(spec, fmt, label=label)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,27 @@
+"""`manage.py setup_schedules`: create (or correct) the every-minute dispatch schedule.
+
+Also creates the default alert rules (inactive until staff give them a channel).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from jobcenter.alerts import ensure_default_rules
+from jobcenter.tasks import ensure_schedule
+
+
+class Command(BaseCommand):
+    help = "Create the django-q2 schedule that dispatches due syncs every minute (idempotent)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        schedule = ensure_schedule()
+        for rule in ensure_default_rules():
+            self.stdout.write(
+                f"alert rule {rule.name!r}: " + ("active" if rule.is_active else "needs a channel")
+            )
+        self.stdout.write(
+            f"schedule {schedule.name!r}: every minute, next run {schedule.next_run:%H:%M:%S}"
+        )

@@ -1,0 +1,526 @@
+"""The data model: accounts, jobs, their history, their errors, and sync runs.
+
+Nothing here knows any provider's JSON: a job's normalized fields come from
+`providers.base.JobRecord`, and the raw payload is kept as it was received.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from jobcenter import crypto
+from providers import get_provider, provider_choices
+from providers.base import Status
+
+
+def _provider_choices() -> list[tuple[str, str]]:
+    return provider_choices()
+
+
+class AccountStatus(models.TextChoices):
+    NEW = "new", "Not synced yet"
+    OK = "ok", "Syncing"
+    FAILING = "failing", "Failing"
+
+
+class ProviderAccount(models.Model):
+    """One set of credentials at one provider, synced on its own schedule."""
+
+    name = models.CharField(max_length=100, unique=True)
+    provider = models.CharField(max_length=40, choices=_provider_choices)
+    base_url = models.CharField(
+        "base URL",
+        max_length=300,
+        blank=True,
+        help_text="Blank for the provider's default host.",
+    )
+    credentials_encrypted = models.TextField(default="", editable=False)
+    credentials_hint = models.CharField(max_length=40, blank=True, editable=False)
+    enabled = models.BooleanField(default=True)
+    sync_interval_minutes = models.PositiveIntegerField(default=5)
+    next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_sync_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.CharField(
+        max_length=20, choices=AccountStatus.choices, default=AccountStatus.NEW
+    )
+    last_error = models.TextField(blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    blocked_until = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True, editable=False)
+    lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    sync_state = models.JSONField(default=dict, blank=True, editable=False)
+    rate_limits = models.JSONField(
+        "rate-limit overrides",
+        default=dict,
+        blank=True,
+        help_text='Per provider tier (or "*" for all): a list of [requests, seconds] '
+        'windows, e.g. {"*": [[10, 1], [150, 60]]}. Blank keeps the provider\'s limits.',
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def provider_class(self) -> Any:
+        return get_provider(self.provider)
+
+    @property
+    def provider_label(self) -> str:
+        return self.provider_class.label
+
+    def get_credentials(self) -> dict[str, str]:
+        """Decrypted credentials; raises crypto.CredentialsUnreadable on a wrong key."""
+        return crypto.decrypt_json(self.credentials_encrypted)
+
+    def set_credentials(self, credentials: dict[str, str]) -> None:
+        """Encrypt and store `credentials`, keeping a non-secret hint for display."""
+        self.credentials_encrypted = crypto.encrypt_json(credentials)
+        secrets = self.provider_class.secret_values(credentials)
+        self.credentials_hint = crypto.hint(secrets[0]) if secrets else ""
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.credentials_encrypted)
+
+
+class Job(models.Model):
+    """One provider job, as last seen; its history is in JobSnapshot."""
+
+    account = models.ForeignKey(ProviderAccount, on_delete=models.PROTECT, related_name="jobs")
+    provider = models.CharField(max_length=40, editable=False)  # the account's, for filters
+    kind = models.CharField(max_length=100)
+    external_id = models.CharField("external id", max_length=255)
+    status = models.CharField(max_length=20, choices=[(s.value, s.value) for s in Status])
+    provider_status = models.CharField(max_length=100, blank=True)
+    total_count = models.BigIntegerField(null=True, blank=True)
+    completed_count = models.BigIntegerField(null=True, blank=True)
+    failed_count = models.BigIntegerField(null=True, blank=True)
+    # Times the provider reports.
+    created_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # Times Job Center observed.
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_changed_at = models.DateTimeField(default=timezone.now)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    is_terminal = models.BooleanField(default=False)
+    gone_at = models.DateTimeField(null=True, blank=True)
+    gone_reason = models.TextField(blank=True)
+    tracked = models.BooleanField(default=False)
+    errors_fetched_at = models.DateTimeField(null=True, blank=True)
+    error_count = models.PositiveIntegerField(default=0)
+    payload = models.JSONField(default=dict, blank=True)
+    digest = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "kind", "external_id"], name="job_unique_per_account_kind"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=[s.value for s in Status]),
+                name="job_status_normalized",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["account", "external_id"], name="job_account_extid"),
+            models.Index(fields=["status", "-created_at"], name="job_status_created"),
+            models.Index(fields=["kind", "-created_at"], name="job_kind_created"),
+            models.Index(fields=["provider", "-created_at"], name="job_provider_created"),
+            models.Index(fields=["account", "-created_at"], name="job_account_created"),
+            models.Index(fields=["-created_at"], name="job_created"),
+            models.Index(fields=["-last_changed_at"], name="job_last_changed"),
+            models.Index(
+                fields=["account", "is_terminal", "last_checked_at"], name="job_refresh_queue"
+            ),
+        ]
+        # Exports (jobcenter.exports) hand whole histories out of Job Center: a right of
+        # its own, beside the view permission of what is exported.
+        permissions = [("export_job", "Can export jobs, snapshots and errors")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.external_id}"
+
+    @property
+    def is_failed(self) -> bool:
+        return self.status in (Status.FAILED, Status.PARTIALLY_FAILED)
+
+
+class JobSnapshot(models.Model):
+    """One observed change of a job. Written only when something changed."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="snapshots")
+    observed_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=20)
+    provider_status = models.CharField(max_length=100, blank=True)
+    total_count = models.BigIntegerField(null=True, blank=True)
+    completed_count = models.BigIntegerField(null=True, blank=True)
+    failed_count = models.BigIntegerField(null=True, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    digest = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["job", "observed_at", "id"]
+        indexes = [
+            models.Index(fields=["job", "observed_at"], name="snapshot_job_observed"),
+            models.Index(fields=["-observed_at"], name="snapshot_observed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} {self.status} @ {self.observed_at:%Y-%m-%d %H:%M:%S}"
+
+
+class JobError(models.Model):
+    """A per-record error the provider reported for a job, fetched once it failed."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="errors")
+    position = models.PositiveIntegerField()
+    code = models.CharField(max_length=200, blank=True)
+    title = models.CharField(max_length=500, blank=True)
+    message = models.TextField(blank=True)
+    source = models.CharField(max_length=500, blank=True)
+    external_id = models.CharField(max_length=255, blank=True)
+    raw = models.JSONField(default=dict, blank=True)
+    fetched_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["job", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "position"], name="job_error_unique_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job}: {self.message[:60]}"
+
+
+class SyncTrigger(models.TextChoices):
+    SCHEDULE = "schedule", "Schedule"
+    MANUAL = "manual", "Manual"
+    API = "api", "API"
+    COMMAND = "command", "Command line"
+
+
+class SyncOutcome(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    PARTIAL = "partial", "Partly failed"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+    DEFERRED = "deferred", "Deferred"
+
+
+class SyncRun(models.Model):
+    """One sync of one account: what it did, how it ended, and why."""
+
+    account = models.ForeignKey(ProviderAccount, on_delete=models.CASCADE, related_name="sync_runs")
+    trigger = models.CharField(max_length=20, choices=SyncTrigger.choices)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(
+        max_length=20, choices=SyncOutcome.choices, default=SyncOutcome.RUNNING
+    )
+    pages = models.PositiveIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    jobs_seen = models.PositiveIntegerField(default=0)
+    jobs_created = models.PositiveIntegerField(default=0)
+    jobs_changed = models.PositiveIntegerField(default=0)
+    jobs_gone = models.PositiveIntegerField(default=0)
+    snapshots_written = models.PositiveIntegerField(default=0)
+    errors_fetched = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(fields=["account", "-started_at"], name="syncrun_account_started"),
+            models.Index(fields=["outcome", "-started_at"], name="syncrun_outcome_started"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account} {self.started_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class RateLimitBucket(models.Model):
+    """A token bucket shared by every worker process (jobcenter.ratelimit)."""
+
+    key = models.CharField(max_length=200, unique=True)
+    tokens = models.FloatField()
+    updated = models.FloatField(help_text="Unix time of the last take.")
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.tokens:.1f}"
+
+
+# --- alerts (issue #10; evaluation and delivery live in jobcenter.alerts) ------------------
+
+
+class AlertChannelKind(models.TextChoices):
+    EMAIL = "email", "Email"
+    WEBHOOK = "webhook", "Webhook (JSON POST, HMAC-signed)"
+
+
+class AlertChannel(models.Model):
+    """Where alerts go: email addresses, or a webhook URL whose requests are signed.
+
+    The webhook's signing secret is stored encrypted like provider credentials and is
+    never shown back; only a hint of its last characters is kept for display.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=AlertChannelKind.choices)
+    recipients = models.TextField(
+        blank=True, help_text="Email: addresses separated by commas or new lines."
+    )
+    url = models.CharField(
+        "webhook URL",
+        max_length=500,
+        blank=True,
+        help_text="Webhook: an http(s) URL that receives a JSON POST per alert.",
+    )
+    secret_encrypted = models.TextField(default="", editable=False)
+    secret_hint = models.CharField(max_length=40, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def recipient_list(self) -> list[str]:
+        return [r.strip() for r in self.recipients.replace("\n", ",").split(",") if r.strip()]
+
+    def get_secret(self) -> str:
+        """The webhook signing secret; raises crypto.CredentialsUnreadable on a wrong key."""
+        return str(crypto.decrypt_json(self.secret_encrypted).get("secret", ""))
+
+    def set_secret(self, secret: str) -> None:
+        self.secret_encrypted = crypto.encrypt_json({"secret": secret}) if secret else ""
+        self.secret_hint = crypto.hint(secret) if secret else ""
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret_encrypted)
+
+
+class AlertEventType(models.TextChoices):
+    JOB_FAILED = "job_failed", "Job failed"
+    JOB_PARTIALLY_FAILED = "job_partially_failed", "Job partly failed"
+    JOB_STUCK = "job_stuck", "Job queued or running too long"
+    ACCOUNT_FAILING = "account_failing", "Account failing"
+    ACCOUNT_NOT_SYNCED = "account_not_synced", "Account not synced"
+
+
+class AlertRule(models.Model):
+    """Which jobs and accounts to watch, for which events, told to which channel.
+
+    A rule without a channel is inactive: `setup_schedules` creates the default rules
+    that way, so nobody is mailed before someone chooses where alerts go.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    enabled = models.BooleanField(default=True)
+    channel = models.ForeignKey(
+        AlertChannel,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="rules",
+        help_text="The rule is inactive until a channel is chosen.",
+    )
+    # Scope: blank means every account, provider or kind.
+    accounts = models.ManyToManyField(
+        ProviderAccount, blank=True, related_name="alert_rules", help_text="None: every account."
+    )
+    providers = models.CharField(
+        max_length=200, blank=True, help_text="Provider slugs, comma-separated; blank for all."
+    )
+    kinds = models.TextField(
+        blank=True, help_text="Job kinds, comma- or line-separated; blank for all."
+    )
+    # Events.
+    on_job_failed = models.BooleanField("job failed", default=False)
+    on_job_partially_failed = models.BooleanField("job partly failed", default=False)
+    partial_min_percent = models.FloatField(
+        "partly failed: more than this % of the job's total failed",
+        default=0,
+        help_text="0 alerts on any partial failure. Jobs without a total count only at 0.",
+    )
+    stuck_after_minutes = models.PositiveIntegerField(
+        "job queued or running longer than (minutes)", null=True, blank=True
+    )
+    account_failures = models.PositiveIntegerField(
+        "account failed this many syncs in a row", null=True, blank=True
+    )
+    account_silent_minutes = models.PositiveIntegerField(
+        "account not synced successfully for (minutes)", null=True, blank=True
+    )
+    # Quiet hours: events are recorded, delivery waits until they end.
+    quiet_start = models.TimeField(null=True, blank=True)
+    quiet_end = models.TimeField(null=True, blank=True)
+    quiet_timezone = models.CharField(
+        max_length=64, default="UTC", help_text="An IANA time zone such as Europe/Berlin."
+    )
+    default_key = models.CharField(max_length=40, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["default_key"],
+                condition=~models.Q(default_key=""),
+                name="alertrule_unique_default_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.enabled and self.channel_id is not None
+
+    def provider_list(self) -> list[str]:
+        return [p.strip() for p in self.providers.split(",") if p.strip()]
+
+    def kind_list(self) -> list[str]:
+        return [k.strip() for k in self.kinds.replace("\n", ",").split(",") if k.strip()]
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from jobcenter.alerts import validate_rule
+
+        errors = validate_rule(self)
+        if errors:
+            raise ValidationError(errors)
+
+
+class AlertEventState(models.TextChoices):
+    HELD = "held", "Held for quiet hours"
+    PENDING = "pending", "Being handed to a delivery"
+    DISPATCHED = "dispatched", "Handed to a delivery"
+
+
+class AlertDeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    RETRYING = "retrying", "Waiting to retry"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class AlertDelivery(models.Model):
+    """One message to one channel (a single alert or a digest) and every attempt to send it.
+
+    The text and payload are fixed when the alert fires, so a retry sends the same thing.
+    """
+
+    rule = models.ForeignKey(
+        AlertRule, on_delete=models.SET_NULL, null=True, related_name="deliveries"
+    )
+    channel = models.ForeignKey(
+        AlertChannel, on_delete=models.SET_NULL, null=True, related_name="deliveries"
+    )
+    channel_kind = models.CharField(max_length=20, choices=AlertChannelKind.choices)
+    destination = models.CharField(max_length=500, blank=True)  # display only, no secrets
+    subject = models.CharField(max_length=300)
+    text = models.TextField()
+    payload = models.JSONField(default=dict)
+    event_count = models.PositiveIntegerField(default=1)
+    is_digest = models.BooleanField(default=False)
+    status = models.CharField(
+        max_length=20, choices=AlertDeliveryStatus.choices, default=AlertDeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    response_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    attempt_log = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "alert deliveries"
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="alertdelivery_due"),
+            models.Index(fields=["-created_at"], name="alertdelivery_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} ({self.status})"
+
+
+class AlertEvent(models.Model):
+    """One rule firing for one job (or account), event and episode: the send-once ledger.
+
+    Unique on (rule, job, event, episode), so two workers evaluating at once cannot both
+    record, and so both send, the same alert. The episode tells a job that stays failed
+    (same episode: no new alert) from one that recovered and failed again (new episode):
+    it is the id of the job's last snapshot outside the alerting state (0 when it never
+    was outside it); for account events, the id of the account's last successful sync run.
+    """
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="events")
+    account = models.ForeignKey(
+        ProviderAccount, on_delete=models.CASCADE, related_name="alert_events"
+    )
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, null=True, blank=True, related_name="alert_events"
+    )
+    event = models.CharField(max_length=30, choices=AlertEventType.choices)
+    episode = models.BigIntegerField(default=0)
+    fired_at = models.DateTimeField(default=timezone.now)
+    batch = models.CharField(max_length=32, db_index=True, editable=False)
+    state = models.CharField(max_length=20, choices=AlertEventState.choices)
+    delivery = models.ForeignKey(
+        AlertDelivery, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
+    )
+
+    class Meta:
+        ordering = ["-fired_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule", "job", "event", "episode"],
+                condition=models.Q(job__isnull=False),
+                name="alertevent_once_per_job_episode",
+            ),
+            models.UniqueConstraint(
+                fields=["rule", "account", "event", "episode"],
+                condition=models.Q(job__isnull=True),
+                name="alertevent_once_per_account_episode",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["rule", "state"], name="alertevent_rule_state"),
+            models.Index(fields=["-fired_at"], name="alertevent_fired"),
+        ]
+
+    def __str__(self) -> str:
+        subject = self.job if self.job_id else self.account
+        return f"{self.get_event_display()}: {subject}"

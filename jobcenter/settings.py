@@ -1,0 +1,381 @@
+"""Settings, all from the environment.
+
+Defaults suit the embedded set-up (a SQLite file and django-q2's ORM broker). With
+DEBUG off, nothing secret has a default: start-up fails and says what to set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG")
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set SECRET_KEY (a long random string) in the environment, "
+            "or DEBUG=1 for a local development run."
+        )
+    SECRET_KEY = "django-insecure-development-only-key-not-for-production"  # noqa: S105
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost" if DEBUG else "")
+
+
+def _fernet_keys() -> list[str]:
+    """JOBCENTER_FERNET_KEYS, newest first; a development key file when DEBUG and unset."""
+    keys = env_list("JOBCENTER_FERNET_KEYS")
+    if keys:
+        return keys
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "JOBCENTER_FERNET_KEYS is not set: stored provider credentials are encrypted with "
+            'it. Generate a key with `python -c "from cryptography.fernet import Fernet; '
+            'print(Fernet.generate_key().decode())"` and set JOBCENTER_FERNET_KEYS to it '
+            "(comma-separate several keys, newest first, to rotate)."
+        )
+    key_file = Path(os.environ.get("JOBCENTER_DEV_KEY_FILE") or BASE_DIR / ".dev-fernet-key")
+    if not key_file.exists():
+        from cryptography.fernet import Fernet
+
+        key_file.write_text(Fernet.generate_key().decode() + "\n")
+        key_file.chmod(0o600)
+        warnings.warn(
+            f"JOBCENTER_FERNET_KEYS is not set; created a development key in {key_file} "
+            "(git-ignored). Set JOBCENTER_FERNET_KEYS in any real deployment.",
+            stacklevel=1,
+        )
+    return [key_file.read_text().strip()]
+
+
+JOBCENTER_FERNET_KEYS = _fernet_keys()
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "jobcenter",
+]
+
+MIDDLEWARE = [
+    # First: /healthz answers a load balancer before the Host check and the HTTPS
+    # redirect (it probes the backend by IP, over plain HTTP).
+    "jobcenter.health.HealthCheckMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    # Static files from the web process itself, compressed and cached forever by hash.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Admin pages only: times in the staff member's own zone (jobcenter.middleware).
+    "jobcenter.middleware.StaffTimezoneMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "jobcenter.urls"
+WSGI_APPLICATION = "jobcenter.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database() -> dict:
+    url = os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'jobcenter.sqlite3'}"
+    config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # One file shared by the web server, the cluster and commands: WAL lets readers
+        # run beside a writer, IMMEDIATE takes the write lock up front (no upgrade
+        # deadlocks), and the timeout waits for it instead of failing.
+        config["ENGINE"] = "jobcenter.sqlite_engine"
+        config["CONN_MAX_AGE"] = 0
+        config["CONN_HEALTH_CHECKS"] = False
+        config["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+        }
+    return config
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+# Where `collectstatic` puts the files that whitenoise serves.
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Production: hashed names (cacheable forever) and pre-compressed files, which need
+    # `collectstatic`; development serves the app directories as they are.
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+if DEBUG:
+    # Development serves the apps' files through the finders; STATIC_ROOT need not exist.
+    warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)
+
+# --- HTTPS (production) ---------------------------------------------------------------
+# TLS ends at the load balancer, which sets X-Forwarded-Proto; gunicorn must be reachable
+# only through it (a client that reaches gunicorn directly could claim https). Each
+# setting can be turned off from the environment; with DEBUG on they default to off.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https")
+    if env_bool("JOBCENTER_BEHIND_TLS_PROXY", not DEBUG)
+    else None
+)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Origins allowed to POST (admin forms, API with session auth) besides the request's own
+# host, e.g. https://jobs.example.com when a proxy rewrites the Host header.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# Preload is a decision for the whole domain (a submission to the browsers' list that is
+# slow to undo), so it is opt-in, and check --deploy is not asked to nag about it.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+# django-q2 (DESIGN.md "Decisions already taken"): the ORM broker by default, named
+# explicitly; retry > timeout > the longest sync; one attempt (the next scheduled run is
+# the retry); no catch-up storm after downtime.
+Q_CLUSTER: dict = {
+    "name": "jobcenter",
+    "workers": int(os.environ.get("JOBCENTER_Q_WORKERS", "2")),
+    "timeout": int(os.environ.get("JOBCENTER_TASK_TIMEOUT", "900")),
+    "retry": int(os.environ.get("JOBCENTER_TASK_RETRY", "1200")),
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 250,
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# REST API (/api/v1/): token or session (CSRF) auth; staff with the model's permissions,
+# reads included (jobcenter.api.permissions); JSON in; keyset pages; tracking,
+# syncing and exports throttled per user.
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: an anonymous caller gets 401 with `WWW-Authenticate: Token`.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAdminUser",
+        "jobcenter.api.permissions.ModelPermissions",
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "jobcenter.api.pagination.KeysetPagination",
+    "DEFAULT_THROTTLE_RATES": {
+        "jobcenter-track": os.environ.get("JOBCENTER_API_TRACK_RATE", "120/min"),
+        "jobcenter-sync": os.environ.get("JOBCENTER_API_SYNC_RATE", "30/min"),
+        # Exports, from the API and the admin together, per user.
+        "jobcenter-export": os.environ.get("JOBCENTER_EXPORT_RATE", "30/hour"),
+    },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Job Center API",
+    "DESCRIPTION": (
+        "The bulk jobs of Klaviyo, Elastic Path and Fullstory in one place: jobs, their "
+        "history (snapshots) and error records, provider accounts and sync runs. Staff only; "
+        "reads need the model's view permission, writes its change permission. Lists are "
+        "cursor-paged: follow `next`."
+    ),
+    "VERSION": "1.0.0",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from drf-spectacular-sidecar's static files: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "jobcenter.api.filters.STATUS_CHOICES",
+        "SyncOutcomeEnum": "jobcenter.models.SyncOutcome",
+        "SyncTriggerEnum": "jobcenter.models.SyncTrigger",
+        "AccountStatusEnum": "jobcenter.models.AccountStatus",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "jobcenter.api.schema.add_error_responses",
+    ],
+}
+
+# LOG_FORMAT=json: one JSON object per line (jobcenter.logformat) for log collectors;
+# "plain" (the default) for people reading a terminal.
+LOG_FORMAT = (os.environ.get("LOG_FORMAT") or "plain").strip().lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "jobcenter.logformat.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Job Center ------------------------------------------------------------------------
+# Hosts beside each provider's documented ones that credentials may be sent to.
+JOBCENTER_EXTRA_PROVIDER_HOSTS = env_list("JOBCENTER_EXTRA_PROVIDER_HOSTS")
+# Loopback base URLs (the sandbox) are accepted only in development.
+JOBCENTER_ALLOW_LOOPBACK_PROVIDERS = env_bool("JOBCENTER_ALLOW_LOOPBACK_PROVIDERS", DEBUG)
+# Options handed to provider modules, per provider slug.
+JOBCENTER_PROVIDER_OPTIONS = {
+    "klaviyo": {"revision": os.environ.get("JOBCENTER_KLAVIYO_REVISION", "2026-07-15")},
+}
+# How long a sync holds its account without renewing (it renews on every page): the most
+# a killed worker can delay the next run.
+JOBCENTER_LEASE_SECONDS = int(os.environ.get("JOBCENTER_LEASE_SECONDS", "120"))
+# Non-terminal jobs refreshed by id, and failed jobs whose errors are fetched, per run.
+JOBCENTER_REFRESH_PER_RUN = int(os.environ.get("JOBCENTER_REFRESH_PER_RUN", "500"))
+JOBCENTER_ERROR_FETCHES_PER_RUN = int(os.environ.get("JOBCENTER_ERROR_FETCHES_PER_RUN", "200"))
+# Error records kept per job (a profile import can report thousands).
+JOBCENTER_MAX_ERRORS_PER_JOB = int(os.environ.get("JOBCENTER_MAX_ERRORS_PER_JOB", "10000"))
+# Connect and read timeouts of every provider request, in seconds.
+JOBCENTER_HTTP_TIMEOUT = tuple(
+    float(part) for part in os.environ.get("JOBCENTER_HTTP_TIMEOUT", "5,30").split(",")
+)
+# Retries of one provider request (providers.http.RetryPolicy): attempts, exponential
+# backoff with jitter from `backoff_base` up to `backoff_cap` seconds, all within
+# `max_total_wait`; a 429 asking for at most `max_inline_retry_after` seconds is waited out.
+JOBCENTER_RETRY = {
+    "max_attempts": int(os.environ.get("JOBCENTER_RETRY_ATTEMPTS", "4")),
+    "backoff_base": float(os.environ.get("JOBCENTER_RETRY_BACKOFF_BASE", "0.5")),
+    "backoff_cap": 8.0,
+    "max_total_wait": 30.0,
+    "max_inline_retry_after": 10.0,
+}
+JOBCENTER_DEFAULT_SYNC_MINUTES = int(os.environ.get("JOBCENTER_DEFAULT_SYNC_MINUTES", "5"))
+# /healthz (jobcenter.health) fails when enabled accounts exist and none has synced
+# successfully for this many minutes (0: report the age, never fail on it).
+JOBCENTER_HEALTH_MAX_SYNC_AGE_MINUTES = int(
+    os.environ.get("JOBCENTER_HEALTH_MAX_SYNC_AGE_MINUTES", "60")
+)
+# Retention (jobcenter.retention, `manage.py prune_snapshots`): snapshots observed more
+# than this many days ago are deleted, except each job's first and last (0: keep all).
+JOBCENTER_SNAPSHOT_RETENTION_DAYS = int(os.environ.get("JOBCENTER_SNAPSHOT_RETENTION_DAYS", "0"))
+# Snapshot ids per delete transaction: the longest a prune holds its locks.
+JOBCENTER_RETENTION_BATCH_SIZE = int(os.environ.get("JOBCENTER_RETENTION_BATCH_SIZE", "5000"))
+# A job that is not terminal and has been running (or waiting) longer than this many
+# minutes counts as stuck on the dashboard and in the job list's "stuck" filter. Keys are
+# job kinds (Job.kind); "*" is the default for the rest. JSON in the environment, e.g.
+# JOBCENTER_STUCK_MINUTES='{"*": 120, "profile-bulk-import-job": 360}'.
+JOBCENTER_STUCK_MINUTES: dict[str, int] = {
+    "*": 120,
+    **json.loads(os.environ.get("JOBCENTER_STUCK_MINUTES") or "{}"),
+}
+
+# --- Email and alerts (jobcenter.alerts) --------------------------------------------------
+# Email goes through Django's backend: the console in development, SMTP from the
+# environment otherwise (any SMTP server; EMAIL_BACKEND overrides both).
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend"
+)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL")
+EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", "10"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Job Center <jobcenter@localhost>")
+# The address staff open Job Center at, for links in alerts (blank: paths only).
+JOBCENTER_SITE_URL = os.environ.get(
+    "JOBCENTER_SITE_URL", "http://127.0.0.1:8000" if DEBUG else ""
+).rstrip("/")
+# More alerts than this for one rule in one evaluation are sent as one digest.
+JOBCENTER_ALERT_DIGEST_THRESHOLD = int(os.environ.get("JOBCENTER_ALERT_DIGEST_THRESHOLD", "10"))
+# Seconds one webhook request may take (connect and read each).
+JOBCENTER_ALERT_WEBHOOK_TIMEOUT = float(os.environ.get("JOBCENTER_ALERT_WEBHOOK_TIMEOUT", "5"))
+# Attempts per delivery (email or webhook); retries wait `backoff` seconds, doubling up
+# to an hour. Retries run from the every-minute schedule, never inside a sync.
+JOBCENTER_ALERT_DELIVERY_ATTEMPTS = int(os.environ.get("JOBCENTER_ALERT_DELIVERY_ATTEMPTS", "5"))
+JOBCENTER_ALERT_RETRY_BACKOFF = float(os.environ.get("JOBCENTER_ALERT_RETRY_BACKOFF", "60"))
+# Webhooks to loopback addresses only in development (as for provider base URLs).
+JOBCENTER_ALERT_ALLOW_LOOPBACK_WEBHOOKS = env_bool(
+    "JOBCENTER_ALERT_ALLOW_LOOPBACK_WEBHOOKS", JOBCENTER_ALLOW_LOOPBACK_PROVIDERS
+)

@@ -1,0 +1,667 @@
+"""The provider-agnostic sync engine: one account, one run.
+
+1. Take the account's lease with one conditional UPDATE; a second worker that finds it
+   held records a skipped run and does nothing else.
+2. Page through each listing. Each page is one transaction with a constant number of
+   queries: load the page's existing jobs, diff by payload digest, bulk-create new jobs,
+   bulk-update changed ones, touch unchanged ones, bulk-create snapshots of the changes,
+   save the listing's cursor (renewing the lease). A crash resumes at the saved page.
+3. Refresh by id the non-terminal jobs no listing returned (tracked jobs, jobs beyond
+   the list window, jobs that vanished), least recently checked first, bounded per run.
+4. Fetch error records once for jobs that reached failed / partially failed.
+5. Mark terminal jobs a complete listing no longer returns as gone; delete nothing.
+6. Close the SyncRun with its counters and release the lease.
+
+The engine reads `providers.base` types only, never a provider's JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import islice
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from jobcenter import alerts
+from jobcenter.accounts import build_provider
+from jobcenter.bulk import insert_rows
+from jobcenter.crypto import CredentialsUnreadable
+from jobcenter.models import (
+    AccountStatus,
+    Job,
+    JobError,
+    JobSnapshot,
+    ProviderAccount,
+    SyncOutcome,
+    SyncRun,
+    SyncTrigger,
+)
+from providers.base import (
+    FAILED_STATUSES,
+    AccessDenied,
+    AuthError,
+    BadResponse,
+    InvalidCursor,
+    JobErrorRecord,
+    JobPage,
+    JobRecord,
+    NotFound,
+    NotReady,
+    Provider,
+    ProviderError,
+    RateLimited,
+    Status,
+    payload_digest,
+)
+from providers.http import redact
+
+logger = logging.getLogger("jobcenter.sync")
+
+RECORD_FIELDS = (
+    "status",
+    "provider_status",
+    "total_count",
+    "completed_count",
+    "failed_count",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "updated_at",
+    "expires_at",
+)
+CHANGED_FIELDS = (
+    *RECORD_FIELDS,
+    "payload",
+    "digest",
+    "is_terminal",
+    "last_seen_at",
+    "last_changed_at",
+    "last_checked_at",
+    "gone_at",
+    "gone_reason",
+    "errors_fetched_at",
+    "error_count",
+)
+FAILED_VALUES = [s.value for s in FAILED_STATUSES]
+REFRESH_BATCH = 50
+GONE_FROM_LISTING = "no longer listed by the provider"
+
+
+class LeaseLost(Exception):
+    """Another worker took this account's lease (ours had expired): stop writing."""
+
+
+@dataclass
+class RunTotals:
+    pages: int = 0
+    jobs_seen: int = 0
+    jobs_created: int = 0
+    jobs_changed: int = 0
+    jobs_gone: int = 0
+    snapshots_written: int = 0
+    errors_fetched: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+# --- lease -------------------------------------------------------------------------------
+
+
+def acquire_lease(account_id: int, owner: str) -> bool:
+    """Take the account's lease if it is free or expired: one conditional UPDATE."""
+    now = timezone.now()
+    return (
+        ProviderAccount.objects.filter(pk=account_id)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(
+            lease_owner=owner, lease_until=now + timedelta(seconds=settings.JOBCENTER_LEASE_SECONDS)
+        )
+        == 1
+    )
+
+
+def release_lease(account_id: int, owner: str) -> None:
+    ProviderAccount.objects.filter(pk=account_id, lease_owner=owner).update(
+        lease_owner="", lease_until=None
+    )
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+ProgressCallback = Callable[[str], None]
+
+
+def sync_account(
+    account_id: int,
+    trigger: str = SyncTrigger.MANUAL,
+    on_progress: ProgressCallback | None = None,
+) -> SyncRun:
+    """Run one sync of one account and return its SyncRun (also when skipped)."""
+    account = ProviderAccount.objects.get(pk=account_id)
+    run = SyncRun.objects.create(account=account, trigger=trigger)
+    owner = uuid.uuid4().hex
+    if not acquire_lease(account.pk, owner):
+        run.outcome = SyncOutcome.SKIPPED
+        run.error = "skipped: already running"
+        run.finished_at = timezone.now()
+        run.save(update_fields=["outcome", "error", "finished_at"])
+        return run
+    try:
+        # Holding the lease, any other run of this account still marked running is dead.
+        SyncRun.objects.filter(account=account, outcome=SyncOutcome.RUNNING).exclude(
+            pk=run.pk
+        ).update(
+            outcome=SyncOutcome.FAILED,
+            finished_at=timezone.now(),
+            error="interrupted: the worker stopped before the run ended; the next run resumed it",
+        )
+        account.refresh_from_db()
+        AccountSync(account, run, owner, on_progress).run()
+    finally:
+        release_lease(account.pk, owner)
+    try:
+        alerts.evaluate_after_sync(run)
+    except Exception:  # an alert must never fail a sync
+        logger.exception("alert evaluation after sync run %s failed", run.pk)
+    return run
+
+
+class AccountSync:
+    """One run over one account; holds the provider and the run's running totals."""
+
+    def __init__(
+        self,
+        account: ProviderAccount,
+        run: SyncRun,
+        owner: str,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.on_progress = on_progress
+        self.listing_report: dict[str, str] = {}
+        self.account = account
+        self.run_record = run
+        self.owner = owner
+        self.started = run.started_at
+        self.totals = RunTotals()
+        self.state: dict[str, dict] = dict(account.sync_state or {})
+        self.provider: Provider | None = None
+        self.secrets: list[str] = []
+        self.completed_listings: list[str] = []
+
+    # -- the run ----------------------------------------------------------------------
+    def run(self) -> None:
+        outcome, error, blocked_until = SyncOutcome.SUCCEEDED, "", None
+        try:
+            self.provider = build_provider(self.account)
+            self.secrets = self.provider.client.secrets
+            for listing in self.provider.listing_names():
+                self.sweep_listing(listing)
+            self.refresh_by_id()
+            self.fetch_errors()
+            if self.totals.problems:
+                outcome = SyncOutcome.PARTIAL
+        except AuthError as exc:
+            outcome, error = SyncOutcome.FAILED, str(exc)
+        except RateLimited as exc:
+            wait = exc.retry_after or 60.0
+            outcome = SyncOutcome.DEFERRED
+            blocked_until = timezone.now() + timedelta(seconds=wait)
+            error = f"deferred for {wait:.0f}s: {exc}"
+        except BadResponse as exc:
+            outcome = SyncOutcome.FAILED
+            error = f"{exc}" + (f" — the answer began: {exc.excerpt}" if exc.excerpt else "")
+        except ProviderError as exc:
+            outcome, error = SyncOutcome.FAILED, str(exc)
+        except CredentialsUnreadable as exc:
+            outcome, error = SyncOutcome.FAILED, f"credentials unreadable: {exc}"
+        except ValidationError as exc:
+            outcome, error = SyncOutcome.FAILED, "base URL refused: " + "; ".join(exc.messages)
+        except LeaseLost:
+            outcome, error = SyncOutcome.FAILED, "stopped: another worker took over this account"
+        except Exception as exc:
+            logger.exception("sync of account %s failed", self.account.pk)
+            outcome = SyncOutcome.FAILED
+            error = f"internal error ({type(exc).__name__}); see the worker log"
+        if not error and self.totals.problems:
+            error = "; ".join(self.totals.problems)
+        elif error and self.totals.problems:
+            error = "; ".join([error, *self.totals.problems])
+        self.finish(outcome, redact(error, self.secrets)[:4000], blocked_until)
+
+    def finish(self, outcome: str, error: str, blocked_until: datetime | None) -> None:
+        now = timezone.now()
+        run = self.run_record
+        self.copy_totals(run)
+        run.outcome = outcome
+        run.error = error
+        run.finished_at = now
+        run.save()
+        ok = outcome in (SyncOutcome.SUCCEEDED, SyncOutcome.PARTIAL)
+        updates: dict = {"last_sync_at": now, "last_error": error}
+        if ok:
+            updates |= {
+                "last_success_at": now,
+                "last_status": AccountStatus.OK,
+                "consecutive_failures": 0,
+            }
+        elif outcome == SyncOutcome.FAILED:
+            updates |= {
+                "last_status": AccountStatus.FAILING,
+                "consecutive_failures": F("consecutive_failures") + 1,
+            }
+        if blocked_until is not None:
+            updates["blocked_until"] = blocked_until
+        ProviderAccount.objects.filter(pk=self.account.pk).update(**updates)
+
+    def copy_totals(self, run: SyncRun) -> None:
+        t = self.totals
+        run.pages = t.pages
+        run.jobs_seen = t.jobs_seen
+        run.jobs_created = t.jobs_created
+        run.jobs_changed = t.jobs_changed
+        run.jobs_gone = t.jobs_gone
+        run.snapshots_written = t.snapshots_written
+        run.errors_fetched = t.errors_fetched
+        if self.provider is not None:
+            counters = self.provider.client.counters
+            run.requests = counters.requests
+            run.retries = counters.retries
+            run.detail = {
+                **(run.detail or {}),
+                "failed_attempts": counters.failed_attempts,
+                "rate_limit_waits": counters.rate_limit_waits,
+                "waited_seconds": round(counters.waited_seconds, 3),
+                "faults": counters.faults[-50:],
+                "problems": t.problems[-50:],
+                "listings": self.listing_report,
+            }
+
+    def note_problem(self, text: str) -> None:
+        self.totals.problems.append(redact(text, self.secrets)[:500])
+
+    # -- 2. listings --------------------------------------------------------------------
+    def sweep_listing(self, listing: str) -> None:
+        assert self.provider is not None
+        state = dict(self.state.get(listing) or {})
+        cursor = state.get("cursor")
+        if cursor and state.get("sweep_started_at"):
+            sweep_started = parse_datetime(state["sweep_started_at"]) or self.started
+        else:
+            cursor, sweep_started = None, self.started
+        try:
+            self.page_through(listing, cursor, sweep_started)
+        except InvalidCursor:
+            if cursor is None:
+                raise
+            self.note_problem(f"{listing}: saved cursor refused; listing started again")
+            self.page_through(listing, None, self.started)
+        except AccessDenied as exc:  # one listing out of scope; the others may work
+            self.note_problem(f"{listing}: {exc}")
+            self.report(listing, f"failed: {exc}")
+        except (AuthError, RateLimited, LeaseLost):
+            raise
+        except ProviderError as exc:
+            self.note_problem(f"{listing}: {exc}")
+            self.report(listing, f"failed: {exc}")
+
+    def page_through(self, listing: str, cursor: str | None, sweep_started: datetime) -> None:
+        assert self.provider is not None
+        t = self.totals
+        before = (t.pages, t.jobs_seen, t.jobs_created, t.jobs_changed, t.jobs_gone)
+        truncated = False
+        for page in self.provider.iter_pages(listing, cursor):
+            truncated = truncated or page.window_truncated
+            self.apply_page(listing, page, sweep_started)
+        if not truncated:
+            self.mark_gone(listing, sweep_started)
+        self.completed_listings.append(listing)
+        pages, seen, new, changed, gone = (
+            now - then
+            for now, then in zip(
+                (t.pages, t.jobs_seen, t.jobs_created, t.jobs_changed, t.jobs_gone),
+                before,
+                strict=True,
+            )
+        )
+        self.report(
+            listing,
+            f"{pages} pages, {seen} jobs ({new} new, {changed} changed, {gone} gone)"
+            + (" — the provider's list window ends here" if truncated else ""),
+        )
+
+    def report(self, listing: str, text: str) -> None:
+        text = redact(text, self.secrets)
+        self.listing_report[listing] = text
+        if self.on_progress is not None:
+            self.on_progress(f"{listing}: {text}")
+
+    def apply_page(self, listing: str, page: JobPage, sweep_started: datetime) -> None:
+        if page.next_cursor:
+            listing_state = {
+                "cursor": page.next_cursor,
+                "sweep_started_at": sweep_started.isoformat(),
+            }
+        else:
+            listing_state = {"cursor": None, "last_complete_at": timezone.now().isoformat()}
+        with transaction.atomic():
+            self.apply_records(page.records)
+            self.totals.pages += 1
+            self.state[listing] = listing_state
+            self.save_progress()
+
+    def save_progress(self) -> None:
+        """Save the cursors and renew the lease in one UPDATE; fail if the lease is gone."""
+        now = timezone.now()
+        updated = ProviderAccount.objects.filter(pk=self.account.pk, lease_owner=self.owner).update(
+            sync_state=self.state,
+            lease_until=now + timedelta(seconds=settings.JOBCENTER_LEASE_SECONDS),
+        )
+        if updated != 1:
+            raise LeaseLost()
+
+    def listing_filter(self, listing: str) -> Q:
+        """The jobs a listing covers: its own kind, or every kind no other listing names."""
+        assert self.provider is not None
+        kind_names = {k.name for k in self.provider.kinds}
+        if listing in kind_names:
+            return Q(kind=listing)
+        return ~Q(kind__in=[name for name in self.provider.listing_names() if name in kind_names])
+
+    def mark_gone(self, listing: str, sweep_started: datetime) -> None:
+        """Terminal jobs a complete listing no longer returns are gone (kept, marked)."""
+        gone = Job.objects.filter(
+            self.listing_filter(listing),
+            account=self.account,
+            tracked=False,
+            is_terminal=True,
+            gone_at__isnull=True,
+            last_seen_at__lt=sweep_started,
+        ).update(gone_at=timezone.now(), gone_reason=GONE_FROM_LISTING)
+        self.totals.jobs_gone += gone
+
+    # -- the per-page write ---------------------------------------------------------------
+    def apply_records(self, records: Iterable[JobRecord]) -> None:
+        """Write one batch of records with a constant number of queries (call in atomic)."""
+        now = timezone.now()
+        by_key: dict[tuple[str, str], JobRecord] = {}
+        for record in records:
+            by_key[(record.kind, record.external_id)] = record
+        if not by_key:
+            return
+        self.totals.jobs_seen += len(by_key)
+        existing = {
+            (job.kind, job.external_id): job
+            for job in Job.objects.filter(
+                account=self.account, external_id__in={key[1] for key in by_key}
+            ).only(  # every field bulk_update writes that fill() does not set
+                "id",
+                "kind",
+                "external_id",
+                "digest",
+                "status",
+                "errors_fetched_at",
+                "error_count",
+                "gone_at",
+            )
+        }
+        new_jobs: list[tuple[Job, JobRecord]] = []
+        changed: list[tuple[Job, JobRecord]] = []
+        unchanged_ids: list[int] = []
+        for key, record in by_key.items():
+            job = existing.get(key)
+            digest = record.digest
+            if job is None:
+                job = Job(
+                    account=self.account,
+                    provider=self.account.provider,
+                    kind=record.kind,
+                    external_id=record.external_id,
+                    first_seen_at=now,
+                )
+                self.fill(job, record, digest, now)
+                new_jobs.append((job, record))
+            elif job.digest != digest or job.gone_at is not None:
+                self.fill(job, record, digest, now)
+                changed.append((job, record))
+            else:
+                unchanged_ids.append(job.pk)
+        if new_jobs:
+            self.insert_jobs([job for job, _ in new_jobs])
+            self.totals.jobs_created += len(new_jobs)
+        if changed:
+            Job.objects.bulk_update([job for job, _ in changed], CHANGED_FIELDS)
+            self.totals.jobs_changed += len(changed)
+        if unchanged_ids:
+            Job.objects.filter(pk__in=unchanged_ids).update(last_seen_at=now, last_checked_at=now)
+        written = new_jobs + changed
+        self.write_snapshots([job for job, _ in written], now)
+        self.write_inline_errors(written, now)
+
+    def insert_jobs(self, jobs: list[Job]) -> None:
+        """Insert new jobs, then read their ids back in one indexed query."""
+        insert_rows(Job, jobs)
+        ids = {
+            (kind, external_id): pk
+            for pk, kind, external_id in Job.objects.filter(
+                account=self.account, external_id__in={job.external_id for job in jobs}
+            ).values_list("pk", "kind", "external_id")
+        }
+        for job in jobs:
+            job.pk = ids[(job.kind, job.external_id)]
+
+    @staticmethod
+    def fill(job: Job, record: JobRecord, digest: str, now: datetime) -> None:
+        status_changed = job.status != record.status.value
+        for name in RECORD_FIELDS:
+            value = getattr(record, name)
+            setattr(job, name, value.value if isinstance(value, Status) else value)
+        job.payload = record.raw
+        job.digest = digest
+        job.is_terminal = record.is_terminal
+        job.last_seen_at = now
+        job.last_changed_at = now
+        job.last_checked_at = now
+        job.gone_at = None
+        job.gone_reason = ""
+        if status_changed and record.status in FAILED_STATUSES and job.pk is not None:
+            # A job that fails again after recovering reports its errors again.
+            job.errors_fetched_at = None
+        if job.pk is None:
+            job.errors_fetched_at = None
+            job.error_count = 0
+
+    def write_snapshots(self, jobs: list[Job], now: datetime) -> None:
+        if not jobs:
+            return
+        insert_rows(
+            JobSnapshot,
+            [
+                JobSnapshot(
+                    job_id=job.pk,
+                    observed_at=now,
+                    status=job.status,
+                    provider_status=job.provider_status,
+                    total_count=job.total_count,
+                    completed_count=job.completed_count,
+                    failed_count=job.failed_count,
+                    payload=job.payload,
+                    digest=job.digest,
+                )
+                for job in jobs
+            ],
+        )
+        self.totals.snapshots_written += len(jobs)
+
+    def write_inline_errors(self, written: list[tuple[Job, JobRecord]], now: datetime) -> None:
+        """Store errors the payload itself carries, for jobs that just failed."""
+        rows: list[JobError] = []
+        fetched: list[Job] = []
+        for job, record in written:
+            if (
+                record.status in FAILED_STATUSES
+                and record.errors is not None
+                and job.errors_fetched_at is None
+            ):
+                records = record.errors[: settings.JOBCENTER_MAX_ERRORS_PER_JOB]
+                rows.extend(error_rows(job, records, now))
+                job.errors_fetched_at = now
+                job.error_count = len(records)
+                fetched.append(job)
+        if fetched:
+            JobError.objects.filter(job__in=fetched).delete()
+            insert_rows(JobError, rows)
+            Job.objects.bulk_update(fetched, ["errors_fetched_at", "error_count"])
+            self.totals.errors_fetched += len(rows)
+
+    # -- 3. refresh by id -----------------------------------------------------------------
+    def refresh_by_id(self) -> None:
+        """Poll the non-terminal jobs no completed listing returned in this run."""
+        assert self.provider is not None
+        listable = {k.name for k in self.provider.kinds if k.listable}
+        missed = Q(tracked=True) | ~Q(kind__in=listable)
+        for listing in self.completed_listings:
+            missed |= self.listing_filter(listing) & (
+                Q(last_seen_at__lt=self.started) | Q(last_seen_at__isnull=True)
+            )
+        candidates = list(
+            Job.objects.filter(
+                missed, account=self.account, is_terminal=False, gone_at__isnull=True
+            )
+            .order_by(F("last_checked_at").asc(nulls_first=True), "id")
+            .only("id", "kind", "external_id", "status", "payload", "tracked")[
+                : settings.JOBCENTER_REFRESH_PER_RUN
+            ]
+        )
+        for start in range(0, len(candidates), REFRESH_BATCH):
+            self.refresh_batch(candidates[start : start + REFRESH_BATCH])
+
+    def refresh_batch(self, jobs: list[Job]) -> None:
+        assert self.provider is not None
+        now = timezone.now()
+        records: list[JobRecord] = []
+        not_found: list[tuple[Job, str]] = []
+        failed_ids: list[int] = []
+        for job in jobs:
+            try:
+                records.append(self.provider.fetch_job(job.kind, job.external_id))
+            except NotFound as exc:
+                not_found.append((job, str(exc)))
+            except AccessDenied as exc:
+                failed_ids.append(job.pk)
+                self.note_problem(f"{job.kind} {job.external_id}: {exc}")
+            except (AuthError, RateLimited):
+                raise
+            except ProviderError as exc:
+                failed_ids.append(job.pk)
+                self.note_problem(f"{job.kind} {job.external_id}: {exc}")
+        with transaction.atomic():
+            self.apply_records(records)
+            self.mark_not_found(not_found, now)
+            if failed_ids:
+                Job.objects.filter(pk__in=failed_ids).update(last_checked_at=now)
+            self.save_progress()
+
+    def mark_not_found(self, not_found: list[tuple[Job, str]], now: datetime) -> None:
+        """The provider does not know these ids: end them, say why, and stop asking."""
+        if not not_found:
+            return
+        changed: list[Job] = []
+        for job, message in not_found:
+            was_seen = bool(job.payload)
+            job.status = Status.EXPIRED.value if was_seen else Status.UNKNOWN.value
+            job.is_terminal = True
+            job.gone_at = now
+            job.gone_reason = ("expired at the provider: " if was_seen else "not found: ") + message
+            job.last_checked_at = now
+            job.last_changed_at = now
+            changed.append(job)
+        Job.objects.bulk_update(
+            changed,
+            [
+                "status",
+                "is_terminal",
+                "gone_at",
+                "gone_reason",
+                "last_checked_at",
+                "last_changed_at",
+            ],
+        )
+        seen = [job for job in changed if job.payload]
+        JobSnapshot.objects.bulk_create(
+            JobSnapshot(
+                job_id=job.pk,
+                observed_at=now,
+                status=job.status,
+                payload=job.payload,
+                digest=payload_digest(job.payload),
+            )
+            for job in seen
+        )
+        self.totals.snapshots_written += len(seen)
+        self.totals.jobs_gone += len(changed)
+
+    # -- 4. error records -----------------------------------------------------------------
+    def fetch_errors(self) -> None:
+        """Fetch error records once for failed jobs whose payload did not carry them."""
+        assert self.provider is not None
+        jobs = list(
+            Job.objects.filter(
+                account=self.account,
+                status__in=FAILED_VALUES,
+                errors_fetched_at__isnull=True,
+                gone_at__isnull=True,
+            )
+            .order_by("id")
+            .only("id", "kind", "external_id")[: settings.JOBCENTER_ERROR_FETCHES_PER_RUN]
+        )
+        limit = settings.JOBCENTER_MAX_ERRORS_PER_JOB
+        for job in jobs:
+            try:
+                records = list(islice(self.provider.iter_errors(job.kind, job.external_id), limit))
+            except NotReady:
+                continue  # asked again next run
+            except NotFound:
+                records = []
+            except AccessDenied as exc:
+                self.note_problem(f"errors of {job.kind} {job.external_id}: {exc}")
+                continue
+            except (AuthError, RateLimited):
+                raise
+            except ProviderError as exc:
+                self.note_problem(f"errors of {job.kind} {job.external_id}: {exc}")
+                continue
+            now = timezone.now()
+            with transaction.atomic():
+                JobError.objects.filter(job=job).delete()
+                insert_rows(JobError, error_rows(job, records, now))
+                Job.objects.filter(pk=job.pk).update(
+                    errors_fetched_at=now, error_count=len(records)
+                )
+                self.save_progress()
+            self.totals.errors_fetched += len(records)
+
+
+def error_rows(job: Job, records: list[JobErrorRecord], now: datetime) -> list[JobError]:
+    return [
+        JobError(
+            job_id=job.pk,
+            position=position,
+            code=record.code[:200],
+            title=record.title[:500],
+            message=record.message,
+            source=record.source[:500],
+            external_id=record.external_id[:255],
+            raw=record.raw,
+            fetched_at=now,
+        )
+        for position, record in enumerate(records)
+    ]

@@ -1,0 +1,75 @@
+"""Template filters and the dashboard tag for the admin templates (thin: the work is in
+`jobcenter.display`, `jobcenter.dashboard` and `jobcenter.charts`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django import template
+from django.utils.safestring import SafeString
+
+from jobcenter import charts, display
+from jobcenter.dashboard import build_dashboard
+from jobcenter.models import Job
+
+register = template.Library()
+
+ALWAYS_SHOWN = {"running", "succeeded", "partially_failed", "failed"}
+
+
+@register.filter
+def when(value: datetime | None) -> SafeString | str:
+    return display.when(value)
+
+
+@register.filter
+def ago(value: datetime | None) -> SafeString | str:
+    return display.ago(value)
+
+
+@register.filter
+def badge(status: str | None) -> SafeString | str:
+    return display.status_badge(status) if status else "—"
+
+
+@register.filter
+def status_label(status: str | None) -> str:
+    return display.status_label(status or "")
+
+
+@register.filter
+def signed(delta: int | None) -> str:
+    return display.signed(delta)
+
+
+@register.filter
+def minutes(value: int) -> str:
+    return display.minutes_text(value)
+
+
+@register.inclusion_tag("admin/jobcenter/dashboard.html", takes_context=True)
+def jobcenter_dashboard(context: dict[str, Any]) -> dict[str, Any]:
+    """The dashboard at the admin index, for staff who may view jobs."""
+    request = context["request"]
+    if not request.user.has_perm(f"{Job._meta.app_label}.view_job"):
+        return {"dashboard": None}
+    dashboard = build_dashboard()
+    rows = dashboard.status_rows
+    # The statuses staff always look for, and any other that some provider has.
+    shown = [
+        status
+        for status, _ in rows[0].counts
+        if status in ALWAYS_SHOWN or any(dict(row.counts)[status] for row in rows)
+    ]
+    return {
+        "dashboard": dashboard,
+        "daily": charts.daily_chart(dashboard.days),
+        "rates": charts.failure_rate_chart(dashboard.failure_rates),
+        "statuses": shown,
+        "status_rows": [
+            (row, charts.status_strip(row), [(s, dict(row.counts)[s]) for s in shown])
+            for row in rows
+        ],
+        "request": request,
+    }

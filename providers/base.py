@@ -1,0 +1,359 @@
+"""The types every provider module speaks, and the only ones `jobcenter` sees.
+
+`providers/` knows HTTP and each provider's JSON; `jobcenter/` knows the database. They
+meet here: a provider turns its JSON into `JobRecord`s and `JobErrorRecord`s and its
+failures into the typed errors below, so the sync engine never reads a provider's JSON.
+Nothing in this package imports Django.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import requests
+
+    from providers.http import HttpClient, RetryPolicy, TokenBucketStore
+
+
+class Status(StrEnum):
+    """Normalized job status shared by every provider (see providers.md §5.1)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIALLY_FAILED = "partially_failed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+
+
+TERMINAL_STATUSES: frozenset[Status] = frozenset(
+    {Status.SUCCEEDED, Status.PARTIALLY_FAILED, Status.FAILED, Status.CANCELLED, Status.EXPIRED}
+)
+FAILED_STATUSES: frozenset[Status] = frozenset({Status.FAILED, Status.PARTIALLY_FAILED})
+
+
+def status_from_counts(total: int | None, failed: int | None) -> Status:
+    """Terminal status of a job that finished, judged by how many of its operations failed.
+
+    Klaviyo's `complete` and Fullstory's `FAILED` both need this: neither status says by
+    itself whether all, some or none of the work failed.
+    """
+    failed = failed or 0
+    if failed <= 0:
+        return Status.SUCCEEDED
+    if total is not None and failed < total:
+        return Status.PARTIALLY_FAILED
+    return Status.FAILED
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of job a provider runs; `name` is what `Job.kind` stores."""
+
+    name: str
+    label: str
+    listable: bool = True
+    rate_tier: str = "default"
+
+
+@dataclass(frozen=True)
+class CredentialField:
+    """A credential the account form asks for; `secret` ones are never shown back."""
+
+    name: str
+    label: str
+    secret: bool = True
+    required: bool = True
+    help_text: str = ""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A provider rate-limit tier as the provider states it: windows of (requests, seconds).
+
+    Klaviyo, for example, states a burst and a steady window at once: ((75, 1), (750, 60)).
+    """
+
+    windows: tuple[tuple[int, float], ...]
+
+    def token_bucket(self, headroom: float = 0.1) -> tuple[float, float]:
+        """(refill per second, capacity) of one bucket that can never break any window.
+
+        A bucket of capacity C refilled at r lets through at most C + r*T requests in any
+        span of T seconds, so choosing r and C with C + r*T <= limit for every window keeps
+        every window (fixed or sliding), while sustaining (1 - headroom) of the tightest one.
+        """
+        rate = min(limit * (1 - headroom) / seconds for limit, seconds in self.windows)
+        capacity = min(limit - rate * seconds for limit, seconds in self.windows)
+        return rate, max(1.0, float(int(capacity)))
+
+
+@dataclass
+class JobErrorRecord:
+    """One per-record error a provider reports for a job."""
+
+    message: str
+    code: str = ""
+    title: str = ""
+    source: str = ""
+    external_id: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class JobRecord:
+    """A provider job in normalized form, plus the raw payload it came from."""
+
+    kind: str
+    external_id: str
+    status: Status
+    provider_status: str
+    raw: dict[str, Any]
+    total_count: int | None = None
+    completed_count: int | None = None
+    failed_count: int | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    updated_at: datetime | None = None
+    expires_at: datetime | None = None
+    # Errors embedded in the job payload itself (Klaviyo catalog jobs). None means the
+    # payload does not carry them and `Provider.iter_errors` must be asked.
+    errors: list[JobErrorRecord] | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def digest(self) -> str:
+        """Digest of the canonical raw payload: equal digests mean nothing changed."""
+        return payload_digest(self.raw)
+
+
+def payload_digest(payload: Any) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class JobPage:
+    """One page of a job listing.
+
+    `next_cursor` is an opaque string the provider can resume from in a later run (None
+    on the last page). `window_truncated` is set on the last page when the provider's list
+    could not reach every job (an offset limit), so absence from it does not mean gone.
+    """
+
+    records: list[JobRecord]
+    next_cursor: str | None = None
+    window_truncated: bool = False
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+class ProviderError(Exception):
+    """Base of every error a provider raises; the message is safe to show staff."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class AuthError(ProviderError):
+    """Credentials were refused. Never retried: staff must fix the account."""
+
+
+class AccessDenied(AuthError):
+    """The credentials work but may not read this resource (HTTP 403, a missing scope)."""
+
+
+class NotFound(ProviderError):
+    """The job (or resource) does not exist at the provider, or no longer does."""
+
+
+class RateLimited(ProviderError):
+    """The provider said to slow down; `retry_after` is in seconds when it said how long."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status_code: int | None = 429
+    ) -> None:
+        super().__init__(message, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class TransientError(ProviderError):
+    """A 5xx, a network failure or a timeout: worth retrying later."""
+
+
+class BadResponse(ProviderError):
+    """The answer is not what the API documents; `excerpt` keeps a short piece of it."""
+
+    def __init__(self, message: str, *, excerpt: str = "", status_code: int | None = None) -> None:
+        super().__init__(message, status_code=status_code)
+        self.excerpt = excerpt
+
+
+class NotReady(ProviderError):
+    """The provider has not finished preparing this (Fullstory's 202): ask again later."""
+
+
+class RequestRejected(ProviderError):
+    """The provider refused the request itself (a 4xx other than auth, 404 and 429)."""
+
+
+class InvalidCursor(BadResponse):
+    """A saved page cursor is no longer accepted: the listing must start again."""
+
+
+# --- the provider interface -----------------------------------------------------------
+
+MAX_PAGES_PER_LISTING = 5000
+
+
+class Provider(ABC):
+    """One provider's API, bound to one account's credentials and HTTP client."""
+
+    slug: ClassVar[str]
+    label: ClassVar[str]
+    credential_fields: ClassVar[tuple[CredentialField, ...]]
+    # Named base URLs staff choose from (e.g. Elastic Path regions); the first is the default.
+    base_urls: ClassVar[Mapping[str, str]]
+    # Hosts credentials may be sent to, beside the base URL's own host.
+    documented_hosts: ClassVar[frozenset[str]]
+    kinds: ClassVar[tuple[JobKind, ...]]
+    # The listings a sync pages through. By default one per listable kind (Klaviyo); a
+    # provider with one listing for every kind (Elastic Path) names it here, and its
+    # records carry their own kind.
+    listings: ClassVar[tuple[str, ...]] = ()
+    rate_limits: ClassVar[Mapping[str, RateLimit]]
+
+    def __init__(
+        self,
+        credentials: Mapping[str, str],
+        *,
+        base_url: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        bucket_store: TokenBucketStore | None = None,
+        bucket_prefix: str = "",
+        rate_limits: Mapping[str, RateLimit] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: tuple[float, float] = (5.0, 30.0),
+    ) -> None:
+        from providers.http import HttpClient  # providers.http imports this module
+
+        self.credentials = dict(credentials)
+        self.options = dict(options or {})
+        self.base_url = (base_url or self.default_base_url()).rstrip("/")
+        self.client: HttpClient = HttpClient(
+            self.base_url,
+            secrets=self.secret_values(self.credentials),
+            auth_headers=self.auth_headers(),
+            default_headers=self.default_headers(),
+            timeout=timeout,
+            retry=retry,
+            rate_limits={**self.rate_limits, **(rate_limits or {})},
+            bucket_store=bucket_store,
+            bucket_prefix=bucket_prefix,
+            describe_error=self.describe_error,
+            provider_label=self.label,
+        )
+
+    # -- hooks a provider overrides ---------------------------------------------------
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that carry the credentials; sent only to the base URL's origin."""
+        return {}
+
+    def default_headers(self) -> dict[str, str]:
+        """Headers sent on every request (Accept, an API revision, ...)."""
+        return {"Accept": "application/json"}
+
+    def describe_error(self, response: requests.Response) -> str:
+        """A short, human text from the provider's error body (no credentials in it)."""
+        return response.text[:300]
+
+    # -- class-level facts used by jobcenter ------------------------------------------
+    @classmethod
+    def default_base_url(cls) -> str:
+        return next(iter(cls.base_urls.values()))
+
+    @classmethod
+    def kind(cls, name: str) -> JobKind:
+        for kind in cls.kinds:
+            if kind.name == name:
+                return kind
+        raise KeyError(name)
+
+    @classmethod
+    def listing_names(cls) -> tuple[str, ...]:
+        return cls.listings or tuple(k.name for k in cls.kinds if k.listable)
+
+    @classmethod
+    def job_links(cls, raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(label, URL) pairs worth a click in a job's payload, e.g. exported files."""
+        return []
+
+    @classmethod
+    def job_details(cls, raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(label, value) facts from a payload that staff read first (filters, sources)."""
+        return []
+
+    @classmethod
+    def secret_values(cls, credentials: Mapping[str, str]) -> list[str]:
+        """The credential values that must never appear in a log line or error text."""
+        return [
+            str(credentials[f.name])
+            for f in cls.credential_fields
+            if f.secret and credentials.get(f.name)
+        ]
+
+    # -- the calls the sync engine makes ----------------------------------------------
+    @abstractmethod
+    def check_credentials(self) -> None:
+        """Make one cheap authenticated call; raise AuthError when refused."""
+
+    @abstractmethod
+    def iter_pages(self, listing: str, cursor: str | None = None) -> Iterator[JobPage]:
+        """Yield `listing` (see `listing_names`) page by page, resuming at `cursor`."""
+
+    @abstractmethod
+    def fetch_job(self, kind: str, external_id: str) -> JobRecord:
+        """Fetch one job by id; raise NotFound when the provider does not know it."""
+
+    @abstractmethod
+    def iter_errors(self, kind: str, external_id: str) -> Iterator[JobErrorRecord]:
+        """Yield the per-record errors of a finished job."""
+
+
+class CursorGuard:
+    """Ends a page loop that would spin: a repeated cursor or too many pages."""
+
+    def __init__(self, what: str, max_pages: int = MAX_PAGES_PER_LISTING) -> None:
+        self.what = what
+        self.max_pages = max_pages
+        self.pages = 0
+        self.seen: set[str] = set()
+
+    def advance(self, cursor: str | None) -> None:
+        self.pages += 1
+        if self.pages > self.max_pages:
+            raise BadResponse(f"{self.what}: more than {self.max_pages} pages; stopped paging")
+        if cursor is not None:
+            if cursor in self.seen:
+                raise BadResponse(f"{self.what}: the provider repeated a page cursor")
+            self.seen.add(cursor)

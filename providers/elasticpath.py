@@ -1,0 +1,333 @@
+"""Elastic Path Composable Commerce: PXM (PIM) jobs (shared/providers.md §2, §5).
+
+Elastic Path lists every job type in one endpoint, `GET /pcm/jobs`, so this provider has
+one listing (`pcm-jobs`) whose records carry their own kind: the job's `attributes.type`
+(`product-import`, `product-export`, ...), including types Elastic Path adds later,
+which are kept under their own name rather than dropped.
+
+Authentication is a client-credentials token from `POST /oauth/access_token` (form body,
+token fields at the top level of the answer). The token is kept for its lifetime and
+renewed shortly before it expires; a 401 renews it once and retries once, and a second
+401 is an authentication failure. The client secret travels only in that form body.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from providers.base import (
+    AccessDenied,
+    AuthError,
+    BadResponse,
+    CredentialField,
+    CursorGuard,
+    InvalidCursor,
+    JobErrorRecord,
+    JobKind,
+    JobPage,
+    JobRecord,
+    Provider,
+    RateLimit,
+    RequestRejected,
+    Status,
+)
+
+LISTING = "pcm-jobs"
+OAUTH_PATH = "/oauth/access_token"
+JOBS_PATH = "/pcm/jobs"
+MAX_PAGE_LIMIT = 100
+# Elastic Path's soft limit on page[offset]: deeper pages are refused.
+MAX_OFFSET = 10_000
+# Renew this long before the token's end, but never more than a tenth of its lifetime
+# (a token of a few seconds would otherwise be renewed before every request).
+RENEW_MARGIN_SECONDS = 60.0
+KIND_MAX_LENGTH = 100  # Job.kind's column width
+
+STATUS_MAP: dict[str, Status] = {
+    "pending": Status.QUEUED,
+    "started": Status.RUNNING,
+    "success": Status.SUCCEEDED,
+    "failed": Status.FAILED,
+    "cancelled": Status.CANCELLED,
+}
+
+
+class ElasticPathProvider(Provider):
+    """PXM jobs of one Elastic Path store, read with a client-credentials key."""
+
+    slug = "elasticpath"
+    label = "Elastic Path"
+    credential_fields = (
+        # A client id alone can mint implicit (read-only) tokens, so it is kept hidden too.
+        CredentialField("client_id", "Client ID", secret=True),
+        CredentialField("client_secret", "Client secret", secret=True),
+    )
+    base_urls = {
+        "euwest": "https://euwest.api.elasticpath.com",
+        "useast": "https://useast.api.elasticpath.com",
+    }
+    documented_hosts = frozenset({"euwest.api.elasticpath.com", "useast.api.elasticpath.com"})
+    kinds = (
+        JobKind("product-import", "Product import"),
+        JobKind("product-export", "Product export"),
+        JobKind("hierarchy-duplicate", "Hierarchy duplicate"),
+        JobKind("child-products", "Build child products"),
+        JobKind("price-import", "Price book import"),
+    )
+    listings = (LISTING,)
+    # A development store's limit (the 2024 rate-limits guide), the lowest there is;
+    # production stores allow 100/s, set per account with a rate-limit override.
+    rate_limits = {"default": RateLimit(((25, 1.0),))}
+
+    def __init__(self, credentials: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(credentials, **kwargs)
+        self._token: str | None = None
+        self._token_renew_at = 0.0  # time.monotonic() after which the token is renewed
+        self.token_requests = 0
+        # Smaller pages only for tests and odd stores; 100 is Elastic Path's maximum.
+        limit = int(self.options.get("page_limit") or MAX_PAGE_LIMIT)
+        self.page_limit = min(MAX_PAGE_LIMIT, max(1, limit))
+
+    # -- what staff read on a job page ------------------------------------------------
+    @classmethod
+    def job_links(cls, raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Exported CSV files (product exports): what staff open an export job for."""
+        locations = (raw.get("meta") or {}).get("file_locations") or []
+        return [
+            (f"Exported file {n}", url)
+            for n, url in enumerate(locations, start=1)
+            if isinstance(url, str) and url.startswith(("https://", "http://"))
+        ]
+
+    @classmethod
+    def job_details(cls, raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+        meta = raw.get("meta") or {}
+        labels = {
+            "filter": "Export filter",
+            "copied_from": "Copied from hierarchy",
+            "hierarchy_id": "New hierarchy",
+            "x_request_id": "Request id (for Elastic Path support)",
+        }
+        return [(label, str(meta[key])) for key, label in labels.items() if meta.get(key)]
+
+    # -- hooks ------------------------------------------------------------------------
+    def default_headers(self) -> dict[str, str]:
+        return {"Accept": "application/json"}
+
+    def describe_error(self, response: requests.Response) -> str:
+        """`title: detail (request_id ...)` for each error, so staff can quote it to support.
+
+        `status` comes as a string (the PIM spec) or a number (the error guide): both read.
+        """
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text[:300]
+        items = body.get("errors") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            return response.text[:300]
+        texts = []
+        for item in items[:5]:
+            if not isinstance(item, dict):
+                continue
+            text = str(item.get("title") or f"error {item.get('status', '')}".strip())
+            if item.get("detail"):
+                text += f": {item['detail']}"
+            if item.get("request_id"):
+                text += f" (request_id {item['request_id']})"
+            texts.append(text)
+        return "; ".join(texts) or response.text[:300]
+
+    # -- the token --------------------------------------------------------------------
+    def access_token(self) -> str:
+        """The current token, fetched or renewed when it is missing or about to expire."""
+        if self._token is None or time.monotonic() >= self._token_renew_at:
+            self.renew_token()
+        assert self._token is not None
+        return self._token
+
+    def renew_token(self) -> None:
+        """Ask for a new client-credentials token; refused credentials are an AuthError."""
+        self.token_requests += 1
+        self._token = None
+        self.client.auth_headers.pop("Authorization", None)
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self.credentials.get("client_id", ""),
+            "client_secret": self.credentials.get("client_secret", ""),
+        }
+        try:
+            body = self.client.request_json("POST", OAUTH_PATH, data=form, authenticated=False)
+        except RequestRejected as exc:  # 400/422: the key itself is malformed or unknown
+            raise AuthError(
+                f"authentication failed: {exc.message}", status_code=exc.status_code
+            ) from None
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise BadResponse(
+                "Elastic Path's token answer has no access_token",
+                excerpt=self.client.redact(str(body)[:300]),
+            )
+        self.client.add_secret(token)
+        lifetime = self._lifetime(body)
+        margin = min(RENEW_MARGIN_SECONDS, lifetime / 10)
+        self._token = token
+        self._token_renew_at = time.monotonic() + max(0.0, lifetime - margin)
+        self.client.auth_headers["Authorization"] = f"Bearer {token}"
+
+    @staticmethod
+    def _lifetime(body: Mapping[str, Any]) -> float:
+        """Seconds the token lives: `expires_in`, else `expires` (epoch) against our clock."""
+        expires_in = body.get("expires_in")
+        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+            return max(0.0, float(expires_in))
+        expires = body.get("expires")
+        if isinstance(expires, int | float) and not isinstance(expires, bool):
+            return max(0.0, float(expires) - time.time())
+        return 3600.0  # the documented lifetime ("expire within 1 hour")
+
+    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET with the bearer token; a 401 renews the token once and retries once."""
+        self.access_token()
+        try:
+            return self.client.request_json("GET", path, params=params)
+        except AccessDenied:
+            raise
+        except AuthError:
+            self.renew_token()
+        try:
+            return self.client.request_json("GET", path, params=params)
+        except AccessDenied:
+            raise
+        except AuthError as exc:
+            answer = exc.message[exc.message.find("(HTTP") :] if "(HTTP" in exc.message else ""
+            raise AuthError(
+                f"authentication failed: {self.label} refused even a token it had just issued "
+                + answer,
+                status_code=exc.status_code,
+            ) from None
+
+    # -- the calls the sync engine makes ----------------------------------------------
+    def check_credentials(self) -> None:
+        self.renew_token()
+        self._get(JOBS_PATH, {"page[offset]": 0, "page[limit]": 1})
+
+    def iter_pages(self, listing: str, cursor: str | None = None) -> Iterator[JobPage]:
+        """Every job, page by page; stops on a short page (meta.results.total is unreliable)."""
+        if listing != LISTING:
+            raise KeyError(f"{self.label} has one listing, {LISTING!r}, not {listing!r}")
+        offset = self._offset_from_cursor(cursor)
+        guard = CursorGuard(f"{self.label} jobs")
+        while True:
+            guard.advance(str(offset))
+            try:
+                body = self._get(
+                    JOBS_PATH, {"page[offset]": offset, "page[limit]": self.page_limit}
+                )
+            except RequestRejected as exc:
+                if offset > 0 and exc.status_code == 400:
+                    # A deeper offset than this store allows: the list window ends here.
+                    yield JobPage([], None, window_truncated=True)
+                    return
+                raise
+            items = self._data_list(body, "the job list")
+            records = [self.job_record(item) for item in items]
+            next_offset = offset + len(items)
+            if len(items) < self.page_limit:
+                yield JobPage(records, None)
+                return
+            if next_offset > MAX_OFFSET:
+                yield JobPage(records, None, window_truncated=True)
+                return
+            yield JobPage(records, str(next_offset))
+            offset = next_offset
+
+    def fetch_job(self, kind: str, external_id: str) -> JobRecord:
+        body = self._get(f"{JOBS_PATH}/{_path_segment(external_id)}")
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            raise BadResponse(
+                f"{self.label} answered a job request without a job",
+                excerpt=self.client.redact(str(body)[:300]),
+            )
+        return self.job_record(data)
+
+    def iter_errors(self, kind: str, external_id: str) -> Iterator[JobErrorRecord]:
+        body = self._get(f"{JOBS_PATH}/{_path_segment(external_id)}/errors")
+        for item in self._data_list(body, "the job's errors"):
+            attributes = item.get("attributes") if isinstance(item.get("attributes"), dict) else {}
+            message = attributes.get("message")
+            yield JobErrorRecord(
+                message=str(message) if message is not None else "",
+                external_id=str(item.get("id") or ""),
+                raw=item,
+            )
+
+    # -- parsing ----------------------------------------------------------------------
+    @staticmethod
+    def _offset_from_cursor(cursor: str | None) -> int:
+        if not cursor:
+            return 0
+        try:
+            offset = int(cursor)
+        except ValueError:
+            raise InvalidCursor(f"saved Elastic Path cursor {cursor!r} is not an offset") from None
+        if not 0 <= offset <= MAX_OFFSET:
+            raise InvalidCursor(f"saved Elastic Path offset {offset} is out of range")
+        return offset
+
+    def _data_list(self, body: Any, what: str) -> list[dict[str, Any]]:
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list) or not all(isinstance(i, dict) for i in data):
+            raise BadResponse(
+                f"{self.label} sent {what} without a data list",
+                excerpt=self.client.redact(str(body)[:300]),
+            )
+        return data
+
+    def job_record(self, item: Mapping[str, Any]) -> JobRecord:
+        job_id = item.get("id")
+        if not isinstance(job_id, str) or not job_id:
+            raise BadResponse(
+                f"{self.label} sent a job without an id",
+                excerpt=self.client.redact(str(item)[:300]),
+            )
+        attributes = item.get("attributes")
+        attributes = attributes if isinstance(attributes, dict) else {}
+        provider_status = str(attributes.get("status") or "")
+        kind = str(attributes.get("type") or item.get("type") or "pim-job")[:KIND_MAX_LENGTH]
+        return JobRecord(
+            kind=kind,
+            external_id=job_id,
+            status=STATUS_MAP.get(provider_status.strip().lower(), Status.UNKNOWN),
+            provider_status=provider_status,
+            raw=dict(item),
+            created_at=parse_time(attributes.get("created_at")),
+            started_at=parse_time(attributes.get("started_at")),
+            completed_at=parse_time(attributes.get("completed_at")),
+            updated_at=parse_time(attributes.get("updated_at")),
+        )
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An Elastic Path time (`2024-01-05T13:46:42.07Z`; naive ones are UTC), else None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _path_segment(value: str) -> str:
+    """A job id as one path segment: an id must never reach another path or host."""
+    return requests.utils.quote(str(value), safe="")
+
+
+__all__ = ["LISTING", "ElasticPathProvider", "parse_time"]

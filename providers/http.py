@@ -1,0 +1,402 @@
+"""The one place that talks to the network.
+
+One `HttpClient` per account: a `requests.Session` bound to the account's base URL,
+connect/read timeouts, bounded retries with exponential backoff and jitter for transient
+failures, Retry-After honoured (seconds or HTTP date), a token bucket per rate-limit tier
+whose store is injected (so workers in several processes can share it), counters for
+requests and retries, and redaction of every credential from logs and error texts.
+
+Credentials travel only to the base URL's own origin: an absolute URL on any other
+host (a `links.next` pointing elsewhere, say) is refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from providers.base import (
+    AccessDenied,
+    AuthError,
+    BadResponse,
+    NotFound,
+    ProviderError,
+    RateLimit,
+    RateLimited,
+    RequestRejected,
+    TransientError,
+)
+
+logger = logging.getLogger("providers.http")
+
+REDACTED = "[redacted]"
+EXCERPT_CHARS = 300
+USER_AGENT = "jobcenter/0.1 (+internal job monitor)"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every credential value in `text`; short values are too common to hunt for."""
+    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+class GarbledBody(BadResponse):
+    """A success status whose body is not the JSON it should be: retried, then raised."""
+
+
+class TokenBucketStore(Protocol):
+    """Where token buckets live; `take` reserves one token and says how long to wait for it.
+
+    A reservation may drive the bucket below zero, so callers that arrive together queue
+    up in order instead of all waking at once.
+    """
+
+    def take(self, key: str, rate_per_second: float, capacity: float) -> float: ...
+
+
+class LocalTokenBucketStore:
+    """Token buckets in this process's memory: enough for one worker."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str, rate_per_second: float, capacity: float) -> float:
+        with self._lock:
+            now = self._clock()
+            tokens, updated = self._buckets.get(key, (capacity, now))
+            tokens = min(capacity, tokens + (now - updated) * rate_per_second) - 1.0
+            self._buckets[key] = (tokens, now)
+        return 0.0 if tokens >= 0 else -tokens / rate_per_second
+
+
+@dataclass
+class RetryPolicy:
+    """How hard one call tries before giving up with a typed error."""
+
+    max_attempts: int = 4
+    backoff_base: float = 0.5
+    backoff_cap: float = 8.0
+    max_total_wait: float = 30.0
+    # A 429 asking for at most this many seconds is waited out in place; longer ones
+    # are raised as RateLimited so the caller can defer the whole account.
+    max_inline_retry_after: float = 10.0
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter for retry number `attempt` (1-based)."""
+        return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
+
+
+@dataclass
+class HttpCounters:
+    requests: int = 0
+    retries: int = 0
+    # Attempts that failed with a retryable fault (5xx, network, 429, garbled body),
+    # whether or not another attempt followed.
+    failed_attempts: int = 0
+    rate_limit_waits: int = 0
+    waited_seconds: float = 0.0
+    faults: list[str] = field(default_factory=list)
+
+
+ErrorDescriber = Callable[[requests.Response], str]
+
+
+def default_error_text(response: requests.Response) -> str:
+    return response.text[:EXCERPT_CHARS]
+
+
+class HttpClient:
+    """An HTTP session bound to one account's base URL and credentials."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        secrets: Iterable[str] = (),
+        auth_headers: Mapping[str, str] | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        timeout: tuple[float, float] = (5.0, 30.0),
+        retry: RetryPolicy | None = None,
+        rate_limits: Mapping[str, RateLimit] | None = None,
+        bucket_store: TokenBucketStore | None = None,
+        bucket_prefix: str = "",
+        describe_error: ErrorDescriber = default_error_text,
+        provider_label: str = "provider",
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.secrets = [s for s in secrets if s]
+        self.auth_headers = dict(auth_headers or {})
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.rate_limits = dict(rate_limits or {})
+        self.bucket_store = bucket_store
+        self.bucket_prefix = bucket_prefix
+        self.describe_error = describe_error
+        self.provider_label = provider_label
+        self.sleep = sleep
+        self.counters = HttpCounters()
+        self.session = session or requests.Session()
+        self.session.headers.update({"User-Agent": USER_AGENT, **(default_headers or {})})
+        self._origin = origin(self.base_url)
+
+    # -- helpers ----------------------------------------------------------------------
+    def add_secret(self, value: str) -> None:
+        """Register a value (a freshly issued token, say) for redaction."""
+        if value and value not in self.secrets:
+            self.secrets.append(value)
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.secrets)
+
+    def url_for(self, path_or_url: str) -> str:
+        """Absolute URL for a path under the base URL, or an absolute URL on its origin."""
+        if "://" not in path_or_url:
+            return self.base_url + "/" + path_or_url.lstrip("/")
+        if origin(path_or_url) != self._origin:
+            host = urlsplit(path_or_url).hostname or "?"
+            raise BadResponse(
+                f"{self.provider_label} sent a link to another host ({host}); "
+                "it was not followed, so the credentials stayed here"
+            )
+        return urljoin(self.base_url + "/", path_or_url)
+
+    # -- the call ---------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        tier: str = "default",
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        authenticated: bool = True,
+        expect: Iterable[int] = (200,),
+        parse_json: bool = False,
+    ) -> requests.Response:
+        """Send one request, retrying what is worth retrying; raise a typed error otherwise.
+
+        With `parse_json`, a 2xx body that is not JSON (a proxy's HTML page, a body cut
+        off mid-way) counts as a fault of that attempt and is retried like a 5xx; the
+        parsed body is then on `response.parsed`.
+        """
+        url = self.url_for(path_or_url)
+        expected = set(expect)
+        send_headers = dict(headers or {})
+        if authenticated:
+            send_headers.update(self.auth_headers)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            self._wait_for_token(tier)
+            try:
+                response = self._send(method, url, params, send_headers, data, json_body)
+                error = None if response.status_code in expected else self._error_for(response)
+                if error is None and parse_json and response.content:
+                    try:
+                        response.parsed = self.parse_json(response)  # type: ignore[attr-defined]
+                    except BadResponse as exc:
+                        error = GarbledBody(
+                            exc.message, excerpt=exc.excerpt, status_code=exc.status_code
+                        )
+            except requests.RequestException as exc:
+                response = None
+                error = TransientError(
+                    f"{self.provider_label} did not answer: {type(exc).__name__}: "
+                    + self.redact(str(exc))[:EXCERPT_CHARS]
+                )
+            if error is None:
+                return response  # type: ignore[return-value]
+            if isinstance(error, TransientError | RateLimited | GarbledBody):
+                self.counters.failed_attempts += 1
+            wait = self._retry_wait(error, attempt, time.monotonic() - started)
+            if wait is None:
+                raise error
+            self.counters.retries += 1
+            self.counters.faults.append(type(error).__name__)
+            logger.info(
+                "%s %s failed (%s); retry %d in %.2fs",
+                method,
+                self.redact(url),
+                self.redact(error.message)[:200],
+                attempt,
+                wait,
+            )
+            self._sleep(wait)
+
+    def request_json(self, method: str, path_or_url: str, **kwargs: Any) -> Any:
+        """`request`, then the body as JSON; a body that stays unparseable is a BadResponse."""
+        response = self.request(method, path_or_url, parse_json=True, **kwargs)
+        return getattr(response, "parsed", None)
+
+    def parse_json(self, response: requests.Response) -> Any:
+        content_type = response.headers.get("Content-Type", "")
+        if "json" not in content_type:
+            raise BadResponse(
+                f"{self.provider_label} answered with {content_type or 'no content type'} "
+                "instead of JSON",
+                excerpt=self.redact(response.text[:EXCERPT_CHARS]),
+                status_code=response.status_code,
+            )
+        try:
+            return json.loads(response.content)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadResponse(
+                f"{self.provider_label} sent a body that is not valid JSON ({exc})",
+                excerpt=self.redact(response.text[:EXCERPT_CHARS]),
+                status_code=response.status_code,
+            ) from None
+
+    # -- internals --------------------------------------------------------------------
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        headers: dict[str, str],
+        data: Mapping[str, Any] | None,
+        json_body: Any,
+    ) -> requests.Response:
+        self.counters.requests += 1
+        t0 = time.monotonic()
+        response = self.session.request(
+            method,
+            url,
+            params=params,
+            headers=headers,
+            data=data,
+            json=json_body,
+            timeout=self.timeout,
+            allow_redirects=False,
+        )
+        # Reading the body here turns a connection cut mid-body into a RequestException.
+        _ = response.content
+        logger.debug(
+            "%s %s -> %s in %.0fms",
+            method,
+            self.redact(response.url),
+            response.status_code,
+            (time.monotonic() - t0) * 1000,
+        )
+        return response
+
+    def _error_for(self, response: requests.Response) -> ProviderError:
+        code = response.status_code
+        try:
+            detail = self.redact(self.describe_error(response))
+        except Exception:  # a describer must never hide the real error
+            detail = self.redact(response.text[:EXCERPT_CHARS])
+        label = self.provider_label
+        if code == 401:
+            return AuthError(
+                f"authentication failed: {label} refused the credentials (HTTP 401: {detail})",
+                status_code=code,
+            )
+        if code == 403:
+            return AccessDenied(
+                f"access denied: {label} accepted the credentials but refused this request "
+                f"(HTTP 403: {detail})",
+                status_code=code,
+            )
+        if code == 404:
+            return NotFound(
+                f"{label} does not know this resource (HTTP 404: {detail})", status_code=code
+            )
+        if code == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return RateLimited(
+                f"{label} rate limit reached (HTTP 429: {detail})", retry_after=retry_after
+            )
+        if code >= 500:
+            return TransientError(f"{label} server error (HTTP {code}: {detail})", status_code=code)
+        if 300 <= code < 400:
+            return BadResponse(
+                f"{label} answered with a redirect (HTTP {code}); not followed",
+                status_code=code,
+            )
+        if 200 <= code < 300:
+            return BadResponse(
+                f"{label} answered HTTP {code} where the API documents another status",
+                excerpt=self.redact(response.text[:EXCERPT_CHARS]),
+                status_code=code,
+            )
+        return RequestRejected(
+            f"{label} rejected the request (HTTP {code}: {detail})", status_code=code
+        )
+
+    def _retry_wait(self, error: ProviderError, attempt: int, elapsed: float) -> float | None:
+        """Seconds to wait before the next attempt, or None when this error is final."""
+        policy = self.retry
+        if attempt >= policy.max_attempts:
+            return None
+        if isinstance(error, RateLimited):
+            if error.retry_after is not None:
+                if error.retry_after > policy.max_inline_retry_after:
+                    return None
+                wait = error.retry_after + random.uniform(0, 0.25)
+            else:
+                wait = policy.backoff(attempt) + policy.backoff_base
+            self.counters.rate_limit_waits += 1
+        elif isinstance(error, TransientError | GarbledBody):
+            wait = policy.backoff(attempt)
+        else:
+            return None
+        if elapsed + wait > policy.max_total_wait:
+            return None
+        return wait
+
+    def _wait_for_token(self, tier: str) -> None:
+        if self.bucket_store is None:
+            return
+        limit = self.rate_limits.get(tier) or self.rate_limits.get("default")
+        if limit is None:
+            return
+        rate, capacity = limit.token_bucket()
+        wait = self.bucket_store.take(f"{self.bucket_prefix}{tier}", rate, capacity)
+        if wait > 0:
+            self._sleep(wait)
+
+    def _sleep(self, seconds: float) -> None:
+        self.counters.waited_seconds += seconds
+        self.sleep(seconds)

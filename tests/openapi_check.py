@@ -1,0 +1,104 @@
+"""Validate the sandbox's request log against the providers' official OpenAPI specs.
+
+Every request a provider module sent, and every answer the sandbox gave, is checked
+with openapi-core against `../shared/specs/<name>.openapi.json`, so the provider code
+and the sandbox can only drift from the real API by failing a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from openapi_core import OpenAPI
+from openapi_core.testing import MockRequest, MockResponse
+from openapi_core.validation.response.exceptions import MissingData
+from werkzeug.datastructures import ImmutableMultiDict
+
+SPECS_DIR = Path(
+    os.environ.get("JOBCENTER_SPECS_DIR")
+    or Path(__file__).resolve().parent.parent.parent / "shared" / "specs"
+)
+
+
+@cache
+def load_spec(name: str) -> OpenAPI:
+    """The OpenAPI document `name` (e.g. "klaviyo-jobs") from the shared specs folder."""
+    with open(SPECS_DIR / f"{name}.openapi.json") as fh:
+        return OpenAPI.from_dict(json.load(fh))
+
+
+def spec_server(name: str) -> str:
+    with open(SPECS_DIR / f"{name}.openapi.json") as fh:
+        return json.load(fh)["servers"][0]["url"]
+
+
+def _request(entry: dict[str, Any], server_url: str) -> MockRequest:
+    headers = {k.lower(): v for k, v in entry["headers"].items()}
+    return MockRequest(
+        server_url,
+        entry["method"].lower(),
+        entry["path"],
+        args=ImmutableMultiDict(parse_qsl(entry["query_string"], keep_blank_values=True)),
+        headers=headers,
+        data=(entry.get("body") or "").encode() or None,
+        content_type=headers.get("content-type", "application/json").split(";")[0],
+    )
+
+
+def request_errors(name: str, entry: dict[str, Any], server_url: str | None = None) -> list[str]:
+    """Why the logged request breaks the spec; empty when it validates."""
+    openapi = load_spec(name)
+    request = _request(entry, server_url or spec_server(name))
+    return [str(e) + _cause(e) for e in openapi.iter_request_errors(request)]
+
+
+def response_errors(name: str, entry: dict[str, Any], server_url: str | None = None) -> list[str]:
+    """Why the logged answer breaks the spec's response schemas; empty when it validates."""
+    openapi = load_spec(name)
+    request = _request(entry, server_url or spec_server(name))
+    response = MockResponse(
+        (entry.get("response_body") or "").encode(),
+        status_code=entry["status"],
+        headers=entry.get("response_headers") or {},
+        content_type=(entry.get("content_type") or "").split(";")[0],
+    )
+    errors = list(openapi.iter_response_errors(request, response))
+    if response.data == b"" and any(isinstance(e, MissingData) for e in errors):
+        errors = _empty_body_errors(openapi, request, entry)
+    return [str(e) + _cause(e) for e in errors]
+
+
+def _empty_body_errors(
+    openapi: OpenAPI, request: MockRequest, entry: dict[str, Any]
+) -> list[Exception]:
+    """Errors of an answer with no body at all, where the spec documents a content schema.
+
+    Converted Swagger 2.0 specs write "no body" as a JSON content whose schema is `{}`
+    (Fullstory's 202 "still processing"). An empty body is accepted exactly where that
+    schema accepts any value: it is checked as a JSON `null`, which every typed schema
+    (an object, a string, ...) still refuses.
+    """
+    response = MockResponse(
+        b"null",
+        status_code=entry["status"],
+        headers=entry.get("response_headers") or {},
+        content_type="application/json",
+    )
+    return list(openapi.iter_response_errors(request, response))
+
+
+def _cause(error: Exception) -> str:
+    parts = []
+    cause = error.__cause__
+    while cause is not None:
+        parts.append(f" <- {cause}"[:500])
+        schema_errors = getattr(cause, "schema_errors", None)
+        if schema_errors:
+            parts.extend(f" [{e.message}]"[:300] for e in schema_errors)
+        cause = cause.__cause__
+    return "".join(parts)

@@ -1,0 +1,248 @@
+"""Webhook delivery against real local receivers: signatures, retries, a dead receiver."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.urls import reverse
+
+from jobcenter import alerts
+from jobcenter.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule, Job
+from jobcenter.sync import sync_account
+from tests.factories import sandbox_account
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET = "whsec-test-" + "k" * 24
+HOOK_PATH = "/hooks/T0001/B0002/path-secret-abc123"
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that answers the scripted status codes in turn."""
+
+    codes: list[int]
+    received: list[dict] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver(codes=[])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            code = state.codes.pop(0) if state.codes else 200
+            state.received.append(
+                {"path": self.path, "headers": dict(self.headers), "body": body, "code": code}
+            )
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"ok" if code == 200 else b"receiver unavailable")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}{HOOK_PATH}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A port that accepts connections (the kernel does) and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}{HOOK_PATH}"
+    finally:
+        sock.close()
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(settings):
+    settings.JOBCENTER_SITE_URL = "http://jobcenter.test"
+    settings.JOBCENTER_ALERT_RETRY_BACKOFF = 0
+    settings.JOBCENTER_ALERT_DELIVERY_ATTEMPTS = 3
+    settings.JOBCENTER_ALERT_WEBHOOK_TIMEOUT = 1.0
+    return settings
+
+
+def webhook_rule(url: str) -> AlertRule:
+    channel = AlertChannel(name="hook", kind="webhook", url=url)
+    channel.set_secret(SECRET)
+    channel.save()
+    return AlertRule.objects.create(name="failures", channel=channel, on_job_failed=True)
+
+
+def failing_account(sandbox, count: int = 1):
+    account, described = sandbox_account(sandbox, "klaviyo", jobs_per_kind=0)
+    sandbox.control(
+        described["id"],
+        "create_jobs",
+        kind="catalog-item-bulk-delete-job",
+        count=count,
+        outcome="fail",
+    )
+    sandbox.clock(described["id"], advance=600)
+    return account
+
+
+def expected_signature(timestamp: str, body: bytes) -> str:
+    """Computed here independently of jobcenter.alerts.sign."""
+    digest = hmac.new(SECRET.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def test_a_receiver_failing_twice_gets_the_alert_once_with_a_valid_signature(
+    sandbox, receiver
+) -> None:
+    receiver.codes = [500, 500, 200]
+    rule = webhook_rule(receiver.url)
+    account = failing_account(sandbox)
+
+    sync_account(account.pk)  # first attempt, inside the sync in tests (sync=True): 500
+    delivery = AlertDelivery.objects.get()
+    assert delivery.status == "retrying" and delivery.attempts == 1
+    assert delivery.response_code == 500 and "receiver unavailable" in delivery.last_error
+    alerts.evaluate_periodic()  # the minute schedule retries it: 500
+    alerts.evaluate_periodic()  # 200
+    for _ in range(3):  # nothing more to send, from the schedule or from later syncs
+        alerts.evaluate_periodic()
+        sync_account(account.pk)
+
+    assert [r["code"] for r in receiver.received] == [500, 500, 200]
+    delivery.refresh_from_db()
+    assert delivery.status == "sent" and delivery.attempts == 3 and delivery.response_code == 200
+    assert [a["response_code"] for a in delivery.attempt_log] == [500, 500, 200]
+    assert AlertEvent.objects.filter(rule=rule).count() == 1
+
+    job = Job.objects.get(account=account)
+    bodies = {r["body"] for r in receiver.received}
+    assert len(bodies) == 1, "every attempt sends the same alert"
+    for request in receiver.received:
+        headers = request["headers"]
+        assert request["path"] == HOOK_PATH
+        assert headers["Content-Type"] == "application/json"
+        assert headers["X-JobCenter-Delivery"] == str(delivery.pk)
+        timestamp = headers["X-JobCenter-Timestamp"]
+        assert abs(time.time() - int(timestamp)) < 60
+        assert headers["X-JobCenter-Signature"] == expected_signature(timestamp, request["body"])
+        assert alerts.verify_signature(
+            SECRET, timestamp, request["body"], headers["X-JobCenter-Signature"]
+        )
+        # A replay later, or a body changed in transit, does not verify.
+        assert not alerts.verify_signature(
+            SECRET,
+            timestamp,
+            request["body"],
+            headers["X-JobCenter-Signature"],
+            now=int(timestamp) + 600,
+        )
+        assert not alerts.verify_signature(
+            SECRET, timestamp, request["body"] + b" ", headers["X-JobCenter-Signature"]
+        )
+
+    payload = json.loads(receiver.received[-1]["body"])
+    assert payload["text"].startswith(
+        f"Job failed: Klaviyo catalog-item-bulk-delete-job {job.external_id}"
+    )
+    event = payload["event"]
+    assert event["type"] == "job_failed"
+    assert event["provider"] == "klaviyo" and event["kind"] == job.kind
+    assert event["job"]["external_id"] == job.external_id
+    assert event["job"]["url"] == f"http://jobcenter.test/admin/jobcenter/job/{job.pk}/change/"
+    assert event["job"]["failed_count"] == job.failed_count == job.total_count
+    assert event["first_error"] and event["first_error"] in payload["text"]
+    assert event["rule"] == {"id": rule.pk, "name": "failures"}
+
+
+def test_a_receiver_that_never_answers_costs_the_sync_one_timeout_and_ends_failed(
+    sandbox, silent_url, admin_client
+) -> None:
+    webhook_rule(silent_url)
+    account = failing_account(sandbox)
+    baseline = failing_account(sandbox)  # the same sync with no alert to send
+    AlertRule.objects.update(enabled=False)
+    started = time.monotonic()
+    sync_account(baseline.pk)
+    plain = time.monotonic() - started
+    AlertRule.objects.update(enabled=True)
+
+    started = time.monotonic()
+    run = sync_account(account.pk)
+    elapsed = time.monotonic() - started
+    assert run.outcome == "succeeded"
+    # In production the attempt runs in its own task and costs the sync nothing; here
+    # (tasks inline) it costs one timeout, never the retries.
+    assert elapsed - plain < 1.0 + 0.75, (elapsed, plain)
+
+    delivery = AlertDelivery.objects.get()
+    assert delivery.status == "retrying" and delivery.attempts == 1
+    alerts.evaluate_periodic()
+    alerts.evaluate_periodic()
+    alerts.evaluate_periodic()  # the attempts are used up: nothing more is tried
+    delivery.refresh_from_db()
+    assert delivery.status == "failed" and delivery.attempts == 3
+    assert delivery.response_code is None
+    assert delivery.last_error == "timed out after 1s"
+    assert [a["error"] for a in delivery.attempt_log] == ["timed out after 1s"] * 3
+    assert delivery.next_attempt_at is None
+    # The URL's path can be a credential (Slack's is): never in records staff read.
+    assert HOOK_PATH not in json.dumps(delivery.attempt_log) + delivery.destination
+    page = admin_client.get(reverse("admin:jobcenter_alertdelivery_change", args=[delivery.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "timed out after 1s" in html and "Failed" in html
+    assert SECRET not in html and HOOK_PATH not in html
+
+
+def test_a_refused_webhook_is_not_retried_and_a_failed_delivery_can_be_sent_again(
+    sandbox, receiver, admin_client
+) -> None:
+    receiver.codes = [401]
+    webhook_rule(receiver.url)
+    sync_account(failing_account(sandbox).pk)
+    delivery = AlertDelivery.objects.get()
+    assert delivery.status == "failed" and delivery.attempts == 1 and delivery.response_code == 401
+    alerts.evaluate_periodic()
+    assert len(receiver.received) == 1
+
+    admin_client.post(
+        reverse("admin:jobcenter_alertdelivery_changelist"),
+        {"action": "send_again", "_selected_action": [delivery.pk]},
+    )
+    delivery.refresh_from_db()
+    assert delivery.status == "sent" and delivery.attempts == 2
+    assert len(receiver.received) == 2
+
+
+def test_webhook_urls_must_be_http_and_loopback_only_in_development(settings) -> None:
+    channel = AlertChannel(name="x", kind="webhook", url="file:///etc/passwd")
+    assert "url" in alerts.validate_channel(channel, SECRET)
+    channel.url = "https://user:pw@hooks.example.com/x"
+    assert "url" in alerts.validate_channel(channel, SECRET)
+    channel.url = "http://127.0.0.1:9/x"
+    assert alerts.validate_channel(channel, SECRET) == {}
+    settings.JOBCENTER_ALERT_ALLOW_LOOPBACK_WEBHOOKS = False
+    assert "url" in alerts.validate_channel(channel, SECRET)
+    channel.url = "https://hooks.example.com/x"
+    assert alerts.validate_channel(channel, "short") == {"secret": ["Use at least 16 characters."]}
