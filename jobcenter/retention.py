@@ -92,8 +92,6 @@ def prune_snapshots(
         result.seconds = time.perf_counter() - started
         return result
     condition = deletable(cutoff)
-    outer = transaction.atomic()
-    outer.__enter__()
     for low in range(bounds["low"], bounds["high"] + 1, batch_size):
         batch_started = time.perf_counter()
         rows = JobSnapshot.objects.filter(id__gte=low, id__lt=low + batch_size).filter(condition)
@@ -109,6 +107,5 @@ def prune_snapshots(
             progress(result)
         if pause:
             time.sleep(pause)
-    outer.__exit__(None, None, None)
     result.seconds = time.perf_counter() - started
     return result
