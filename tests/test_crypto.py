@@ -15,7 +15,7 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from jobcenter import crypto
-from jobcenter.models import ProviderAccount
+from jobcenter.models import AlertChannel, ProviderAccount
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,11 +48,19 @@ def test_rotate_command_re_encrypts_under_the_newest_key() -> None:
         account = ProviderAccount(name="a", provider="klaviyo")
         account.set_credentials({"api_key": "pk_rotate_me_0001"})
         account.save()
+        channel = AlertChannel(name="hook", kind="webhook", url="https://hooks.example.com/x")
+        channel.set_secret("whsec_rotate_me_0001")
+        channel.save()
+    out = io.StringIO()
     with override_settings(JOBCENTER_FERNET_KEYS=[new_key, old_key]):
-        call_command("rotate_credential_keys", stdout=io.StringIO())
+        call_command("rotate_credential_keys", stdout=out)
+    assert "1 account(s), 1 alert channel(s)" in out.getvalue()
     account.refresh_from_db()
+    channel.refresh_from_db()
+    # The old key can be dropped: every secret reads with the new key alone.
     with override_settings(JOBCENTER_FERNET_KEYS=[new_key]):
         assert account.get_credentials() == {"api_key": "pk_rotate_me_0001"}
+        assert channel.get_secret() == "whsec_rotate_me_0001"
 
 
 @pytest.mark.django_db
