@@ -1,4 +1,14 @@
+from typing import Any
+
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def create_cache_table(using: str = "default", **kwargs: Any) -> None:
+    """The database cache's table (settings.CACHES), made with the schema: no extra step."""
+    from django.core.management import call_command
+
+    call_command("createcachetable", database=using, verbosity=0)
 
 
 class JobCenterConfig(AppConfig):
@@ -8,3 +18,5 @@ class JobCenterConfig(AppConfig):
 
     def ready(self) -> None:
         from jobcenter import admin_alerts  # noqa: F401  (registers the alert models' admin)
+
+        post_migrate.connect(create_cache_table, sender=self)

@@ -202,6 +202,17 @@ SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
+# The cache holds the API's and the admin's throttle counters. It lives in the database
+# every web process already shares, so a limit holds across gunicorn workers and nodes
+# (a per-process memory cache would multiply it). Its table is created after `migrate`
+# (jobcenter.apps). Not Redis: a cache clear there would flush the broker's queue too.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "jobcenter_cache",
+    }
+}
+
 # django-q2 (DESIGN.md "Decisions already taken"): the ORM broker by default, named
 # explicitly; retry > timeout > the longest sync; one attempt (the next scheduled run is
 # the retry); no catch-up storm after downtime.
