@@ -52,8 +52,18 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The large benchmark (1M jobs, 5M snapshots) on SQLite, then on PostgreSQL when one
+# answers at BENCH_POSTGRES_URL (its database is created when missing). The narrower
+# benchmarks run on their own: bench/sync.py (issue figures at 100k) and bench/export.py.
+BENCH_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/jobcenter_bench
+BENCH_ARGS ?=
+
 bench: $(STAMP)
-	$(PY) bench/sync.py
+	$(PY) bench/large.py $(BENCH_ARGS)
+	@if $(PY) -c "import socket, urllib.parse as u; p = u.urlparse('$(BENCH_POSTGRES_URL)'); \
+		socket.create_connection((p.hostname, p.port or 5432), timeout=2).close()" 2>/dev/null; then \
+		$(PY) bench/large.py --database-url $(BENCH_POSTGRES_URL) $(BENCH_ARGS); \
+	else echo "PostgreSQL does not answer at $(BENCH_POSTGRES_URL): its leg was not run"; fi
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
