@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connections
-from django.db.models import DateTimeField, Field, Model, QuerySet
+from django.db.models import CharField, DateTimeField, Expression, F, Field, Func, Model, QuerySet
 from django.http import QueryDict, StreamingHttpResponse
 from django.utils import timezone
 from django_filters import FilterSet
@@ -77,8 +77,37 @@ def utc_text(value: datetime | str | None) -> str | None:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+class UtcText(Func):
+    """A time column as `utc_text` writes it, formatted by the database itself.
+
+    At a million rows with a dozen times each, turning driver datetimes into text in
+    Python was most of an export's time; the database does it in C. The text is DRF's:
+    microseconds only when there are any, `Z` for UTC, NULL stays NULL.
+    """
+
+    output_field = CharField()
+    VENDORS = ("sqlite", "postgresql")
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # Django stores naive UTC text, `YYYY-MM-DD HH:MM:SS[.ffffff]`.
+        template = "(REPLACE(%(expressions)s, ' ', 'T') || 'Z')"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        utc = "(%(expressions)s AT TIME ZONE 'UTC')"
+        template = (
+            f"CASE WHEN date_trunc('second', {utc}) = {utc} "
+            f"""THEN to_char({utc}, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') """
+            f"""ELSE to_char({utc}, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END"""
+        )
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+
 def _csv_text(value: Any) -> Any:
-    return spreadsheet_safe(value) if value else value  # csv writes None as ""
+    """spreadsheet_safe for a text column's value, inlined: it runs for every cell."""
+    if value and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value  # csv writes None as ""
 
 
 def _csv_bool(value: Any) -> str:
@@ -236,7 +265,10 @@ def default_ordering(spec: ExportSpec) -> tuple[str, ...]:
 
 
 def keyset_chunks(
-    queryset: QuerySet, fields: Sequence[str], chunk_size: int | None = None
+    queryset: QuerySet,
+    fields: Sequence[str],
+    chunk_size: int | None = None,
+    select: dict[str, Expression] | None = None,
 ) -> Iterator[list[tuple]]:
     """`fields` of every row of `queryset`, in its order, `chunk_size` rows per query.
 
@@ -246,17 +278,19 @@ def keyset_chunks(
 
     Values are the database driver's own, without Django's per-value converters (the
     converters above take them as they come): times as SQLite text or PostgreSQL
-    datetimes, booleans as 0/1 on SQLite, JSON as its text.
+    datetimes, booleans as 0/1 on SQLite, JSON as its text. A field named in `select`
+    is read through that expression instead (UtcText).
     """
     chunk_size = chunk_size or CHUNK_SIZE
     key = ordering_key(queryset)
     names = list(fields) + [part.name for part in key if part.name not in fields]
     positions = [names.index(part.name) for part in key]
     ordered = queryset.order_by(*(part.order_expression(False) for part in key))
+    columns = [(select or {}).get(name, name) for name in names]
     page = ordered
     connection = connections[queryset.db]
     while True:
-        sql, params = page.values_list(*names)[:chunk_size].query.sql_with_params()
+        sql, params = page.values_list(*columns)[:chunk_size].query.sql_with_params()
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -304,16 +338,29 @@ class AccountNames:
         return self.names.get(account_id, "")
 
 
-def _converters(spec: ExportSpec, fmt: str) -> list[Callable[[Any], Any]]:
+def _converters(
+    spec: ExportSpec, fmt: str, times_formatted: bool = False
+) -> list[Callable[[Any], Any]]:
     index = 0 if fmt == "csv" else 1
     names = AccountNames()
     converters = []
     for column in spec.columns:
-        convert = column.kind[index]
+        convert = _same if times_formatted and column.kind is TIME else column.kind[index]
         if column.account_name:
             convert = (lambda c: lambda v: c(names(v)))(convert)
         converters.append(convert)
     return converters
+
+
+def _converted(
+    rows: list[tuple], width: int, active: list[tuple[int, Callable[[Any], Any]]]
+) -> Iterator[list[Any]]:
+    """Each row's first `width` values, with the `active` converters applied in place."""
+    for row in rows:
+        values = list(row[:width])
+        for i, convert in active:
+            values[i] = convert(values[i])
+        yield values
 
 
 def export_chunks(
@@ -330,11 +377,20 @@ def export_chunks(
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}")
-    converters = _converters(spec, fmt)
+    # Times as text from the database where it can (UtcText); in Python elsewhere.
+    times_formatted = connections[queryset.db].vendor in UtcText.VENDORS
+    converters = _converters(spec, fmt, times_formatted)
     fields = [column.source for column in spec.columns]
+    select: dict[str, Expression] = (
+        {c.source: UtcText(F(c.source)) for c in spec.columns if c.kind is TIME}
+        if times_formatted
+        else {}
+    )
     if fmt == "ndjson":
         fields.append(spec.raw)
     width = len(spec.columns)
+    # Only the columns whose converter does something are touched in each row.
+    active = [(i, convert) for i, convert in enumerate(converters) if convert is not _same]
     names = spec.header()
     raw_name = spec.raw
     buffer = io.StringIO()
@@ -342,14 +398,11 @@ def export_chunks(
     if fmt == "csv":
         writer.writerow(names)
         yield (BOM + buffer.getvalue()).encode()
-    for rows in keyset_chunks(queryset, fields, chunk_size):
+    for rows in keyset_chunks(queryset, fields, chunk_size, select):
         buffer.seek(0)
         buffer.truncate()
         if fmt == "csv":
-            writer.writerows(
-                [convert(value) for convert, value in zip(converters, row[:width], strict=True)]
-                for row in rows
-            )
+            writer.writerows(_converted(rows, width, active))
         else:
             raw_key = f',"{raw_name}":'
             for row in rows:

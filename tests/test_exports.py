@@ -85,6 +85,8 @@ def world() -> dict[str, Any]:
     jobs = list(seeded["jobs"])
     for n in range(6, 20):
         created = None if n % 5 == 0 else BASE_TIME + timedelta(minutes=n // 3)  # ties
+        if n in (7, 8):  # fractions of a second, with trailing zeros, written as the API does
+            created += timedelta(microseconds=120_000 if n == 7 else 5)
         jobs.append(
             make_job(
                 other if n % 2 else account,
