@@ -43,6 +43,9 @@ class KeyPart:
     field: models.Field
     descending: bool
     nulls_largest: bool  # the database's native NULL order
+    # Set where the rows are already restricted to non-null values of a nullable column:
+    # conditions then are plain ranges an index can seek to (exports.keyset_chunks).
+    known_not_null: bool = False
 
     @property
     def name(self) -> str:
@@ -50,7 +53,12 @@ class KeyPart:
 
     @property
     def nullable(self) -> bool:
-        return self.field.null
+        return self.field.null and not self.known_not_null
+
+    @property
+    def nulls_first(self) -> bool:
+        """Whether NULLs come before values in this column's order."""
+        return self.nulls_largest == self.descending
 
     def order_expression(self, reverse: bool) -> Any:
         expression = F(self.name)
