@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -45,6 +46,7 @@ from jobcenter.models import (
     SyncRun,
     SyncTrigger,
 )
+from jobcenter.prefetch import prefetched
 from providers.base import (
     FAILED_STATUSES,
     AccessDenied,
@@ -78,6 +80,10 @@ RECORD_FIELDS = (
     "updated_at",
     "expires_at",
 )
+# Failed jobs whose error records are written per transaction: few commits, and a crash
+# re-fetches at most this many jobs' errors.
+ERROR_JOBS_PER_TRANSACTION = 20
+
 CHANGED_FIELDS = (
     *RECORD_FIELDS,
     "payload",
@@ -318,7 +324,7 @@ class AccountSync:
         t = self.totals
         before = (t.pages, t.jobs_seen, t.jobs_created, t.jobs_changed, t.jobs_gone)
         truncated = False
-        for page in self.provider.iter_pages(listing, cursor):
+        for page in prefetched(self.provider.iter_pages(listing, cursor)):
             truncated = truncated or page.window_truncated
             self.apply_page(listing, page, sweep_started)
         if not truncated:
@@ -434,6 +440,9 @@ class AccountSync:
                 changed.append((job, record))
             else:
                 unchanged_ids.append(job.pk)
+        written = new_jobs + changed
+        # Marked before the jobs are written, so the job rows carry it: no second update.
+        inline_errors = self.take_inline_errors(written, now)
         if new_jobs:
             self.insert_jobs([job for job, _ in new_jobs])
             self.totals.jobs_created += len(new_jobs)
@@ -442,9 +451,8 @@ class AccountSync:
             self.totals.jobs_changed += len(changed)
         if unchanged_ids:
             Job.objects.filter(pk__in=unchanged_ids).update(last_seen_at=now, last_checked_at=now)
-        written = new_jobs + changed
         self.write_snapshots([job for job, _ in written], now)
-        self.write_inline_errors(written, now)
+        self.write_inline_errors(inline_errors, now)
 
     def insert_jobs(self, jobs: list[Job]) -> None:
         """Insert new jobs, then read their ids back in one indexed query."""
@@ -485,26 +493,28 @@ class AccountSync:
         insert_rows(
             JobSnapshot,
             [
-                JobSnapshot(
-                    job_id=job.pk,
-                    observed_at=now,
-                    status=job.status,
-                    provider_status=job.provider_status,
-                    total_count=job.total_count,
-                    completed_count=job.completed_count,
-                    failed_count=job.failed_count,
-                    payload=job.payload,
-                    digest=job.digest,
-                )
+                {
+                    "job_id": job.pk,
+                    "observed_at": now,
+                    "status": job.status,
+                    "provider_status": job.provider_status,
+                    "total_count": job.total_count,
+                    "completed_count": job.completed_count,
+                    "failed_count": job.failed_count,
+                    "payload": job.payload,
+                    "digest": job.digest,
+                }
                 for job in jobs
             ],
         )
         self.totals.snapshots_written += len(jobs)
 
-    def write_inline_errors(self, written: list[tuple[Job, JobRecord]], now: datetime) -> None:
-        """Store errors the payload itself carries, for jobs that just failed."""
-        rows: list[JobError] = []
-        fetched: list[Job] = []
+    @staticmethod
+    def take_inline_errors(
+        written: list[tuple[Job, JobRecord]], now: datetime
+    ) -> list[tuple[Job, list[JobErrorRecord]]]:
+        """The error records payloads carry for jobs that just failed; marks them fetched."""
+        taken = []
         for job, record in written:
             if (
                 record.status in FAILED_STATUSES
@@ -512,15 +522,21 @@ class AccountSync:
                 and job.errors_fetched_at is None
             ):
                 records = record.errors[: settings.JOBCENTER_MAX_ERRORS_PER_JOB]
-                rows.extend(error_rows(job, records, now))
                 job.errors_fetched_at = now
                 job.error_count = len(records)
-                fetched.append(job)
-        if fetched:
-            JobError.objects.filter(job__in=fetched).delete()
-            insert_rows(JobError, rows)
-            Job.objects.bulk_update(fetched, ["errors_fetched_at", "error_count"])
-            self.totals.errors_fetched += len(rows)
+                taken.append((job, records))
+        return taken
+
+    def write_inline_errors(
+        self, taken: list[tuple[Job, list[JobErrorRecord]]], now: datetime
+    ) -> None:
+        """Store the error records take_inline_errors took, once the jobs have ids."""
+        if not taken:
+            return
+        rows = [row for job, records in taken for row in error_rows(job, records, now)]
+        JobError.objects.filter(job__in=[job for job, _ in taken]).delete()
+        insert_rows(JobError, rows)
+        self.totals.errors_fetched += len(rows)
 
     # -- 3. refresh by id -----------------------------------------------------------------
     def refresh_by_id(self) -> None:
@@ -623,6 +639,21 @@ class AccountSync:
             .order_by("id")
             .only("id", "kind", "external_id")[: settings.JOBCENTER_ERROR_FETCHES_PER_RUN]
         )
+        batch: list[tuple[Job, list[JobErrorRecord]]] = []
+        for job, records in prefetched(self.errors_of(jobs)):
+            batch.append((job, records))
+            if len(batch) == ERROR_JOBS_PER_TRANSACTION:
+                self.store_fetched_errors(batch)
+                batch = []
+        self.store_fetched_errors(batch)
+
+    def errors_of(self, jobs: list[Job]) -> Iterator[tuple[Job, list[JobErrorRecord]]]:
+        """Each job's error records from the provider; skips the ones it cannot give now.
+
+        Runs in the prefetch thread: it touches the provider only, never the database
+        (note_problem only appends to this run's list).
+        """
+        assert self.provider is not None
         limit = settings.JOBCENTER_MAX_ERRORS_PER_JOB
         for job in jobs:
             try:
@@ -631,37 +662,45 @@ class AccountSync:
                 continue  # asked again next run
             except NotFound:
                 records = []
-            except AccessDenied as exc:
-                self.note_problem(f"errors of {job.kind} {job.external_id}: {exc}")
-                continue
             except (AuthError, RateLimited):
                 raise
-            except ProviderError as exc:
+            except ProviderError as exc:  # AccessDenied included: this job's, not the run's
                 self.note_problem(f"errors of {job.kind} {job.external_id}: {exc}")
                 continue
-            now = timezone.now()
-            with transaction.atomic():
-                JobError.objects.filter(job=job).delete()
-                insert_rows(JobError, error_rows(job, records, now))
-                Job.objects.filter(pk=job.pk).update(
-                    errors_fetched_at=now, error_count=len(records)
-                )
-                self.save_progress()
-            self.totals.errors_fetched += len(records)
+            yield job, records
+
+    def store_fetched_errors(self, batch: list[tuple[Job, list[JobErrorRecord]]]) -> None:
+        """Replace the error records of a few jobs in one transaction, with the progress."""
+        if not batch:
+            return
+        now = timezone.now()
+        jobs = [job for job, _ in batch]
+        for job, records in batch:
+            job.errors_fetched_at = now
+            job.error_count = len(records)
+        with transaction.atomic():
+            JobError.objects.filter(job__in=jobs).delete()
+            insert_rows(
+                JobError, [row for job, records in batch for row in error_rows(job, records, now)]
+            )
+            Job.objects.bulk_update(jobs, ["errors_fetched_at", "error_count"])
+            self.save_progress()
+        self.totals.errors_fetched += sum(len(records) for _, records in batch)
 
 
-def error_rows(job: Job, records: list[JobErrorRecord], now: datetime) -> list[JobError]:
+def error_rows(job: Job, records: list[JobErrorRecord], now: datetime) -> list[dict[str, Any]]:
+    """JobError rows for insert_rows, cut to the columns' lengths."""
     return [
-        JobError(
-            job_id=job.pk,
-            position=position,
-            code=record.code[:200],
-            title=record.title[:500],
-            message=record.message,
-            source=record.source[:500],
-            external_id=record.external_id[:255],
-            raw=record.raw,
-            fetched_at=now,
-        )
+        {
+            "job_id": job.pk,
+            "position": position,
+            "code": record.code[:200],
+            "title": record.title[:500],
+            "message": record.message,
+            "source": record.source[:500],
+            "external_id": record.external_id[:255],
+            "raw": record.raw,
+            "fetched_at": now,
+        }
         for position, record in enumerate(records)
     ]
