@@ -27,7 +27,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +38,7 @@ from django.utils import timezone
 from django_filters import FilterSet
 
 from jobcenter.api.filters import ErrorFilter, JobFilter, SnapshotFilter
-from jobcenter.api.pagination import KeyPart, beyond_position, ordering_key
+from jobcenter.api.pagination import ordering_key, segments_after
 from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount
 
 CHUNK_SIZE = 2000
@@ -285,47 +285,26 @@ def keyset_chunks(
     key = ordering_key(queryset)
     names = list(fields) + [part.name for part in key if part.name not in fields]
     columns = [(select or {}).get(name, name) for name in names]
-    for segment, segment_key in _segments(queryset, key):
-        yield from _keyset_segment(segment, segment_key, names, columns, chunk_size)
-
-
-def _segments(queryset: QuerySet, key: list[KeyPart]) -> list[tuple[QuerySet, list[KeyPart]]]:
-    """The rows in key order as parts whose keys an index can seek through.
-
-    "After (x, id)" on a nullable leading column reads `x < :x OR x IS NULL OR ...`,
-    which no index can seek to: every chunk would scan from the start, and an export
-    of a million rows would take quadratic time. So the rows with a value and the rows
-    without one are read apart, in the order the database sorts them, each by a key on
-    which "after" is a plain range.
-    """
-    lead = key[0]
-    if not lead.nullable or len(key) < 2:
-        return [(queryset, key)]
-    present = queryset.filter(**{f"{lead.name}__isnull": False})
-    absent = queryset.filter(**{f"{lead.name}__isnull": True})
-    parts = [(present, [replace(lead, known_not_null=True), *key[1:]]), (absent, key[1:])]
-    return parts[::-1] if lead.nulls_first else parts
-
-
-def _keyset_segment(
-    queryset: QuerySet, key: list[KeyPart], names: list[str], columns: list[Any], chunk_size: int
-) -> Iterator[list[tuple]]:
     positions = [names.index(part.name) for part in key]
-    ordered = queryset.order_by(*(part.order_expression(False) for part in key))
-    page = ordered
     connection = connections[queryset.db]
+    values: list[Any] | None = None
     while True:
-        sql, params = page.values_list(*columns)[:chunk_size].query.sql_with_params()
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
+        rows: list[tuple] = []
+        for segment in segments_after(queryset, key, values, False):
+            sql, params = segment.values_list(*columns)[
+                : chunk_size - len(rows)
+            ].query.sql_with_params()
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                rows += cursor.fetchall()
+            if len(rows) == chunk_size:
+                break
         if rows:
             yield rows
         if len(rows) < chunk_size:
             return
         last = rows[-1]
         values = [_key_value(part.field, last[i]) for part, i in zip(key, positions, strict=True)]
-        page = ordered.filter(beyond_position(key, values, False))
 
 
 def _key_value(field: Field, raw: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 from django.db import connection
+from django.db.models import F
 from django.http import QueryDict
 
 from jobcenter.api.filters import ErrorFilter, JobFilter, SnapshotFilter, SyncRunFilter
@@ -368,3 +369,32 @@ def test_track_is_throttled(client: Any, seeded: dict[str, Any], monkeypatch: An
     assert codes == [201, 200, 429]
     # Reads are not throttled.
     assert client.get(f"{V1}/jobs/").status_code == 200
+
+
+@pytest.mark.parametrize("ordering", ["-created_at", "created_at"])
+def test_pages_forth_and_back_across_the_jobs_without_a_value(client: Any, ordering: str) -> None:
+    """Rows with and without the leading key are read apart; paging must not notice."""
+    account = api_account()
+    for n in range(1, 30):
+        created = None if n % 4 == 0 else BASE_TIME + timedelta(minutes=n // 3)
+        make_job(account, n, created_at=created)
+    pages = [client.get(f"{V1}/jobs/?ordering={ordering}&page_size=3").json()]
+    while pages[-1]["next"]:
+        assert len(pages) < 20, "paging does not end"  # 29 jobs, 3 a page
+        pages.append(client.get(pages[-1]["next"]).json())
+    forward = [row["id"] for page in pages for row in page["results"]]
+    field = ordering.lstrip("-")
+    nulls = "first" if ordering.startswith("-") == NULLS_LARGEST else "last"
+    expected = Job.objects.order_by(
+        getattr(F(field), "desc" if ordering.startswith("-") else "asc")(
+            **{f"nulls_{nulls}": True}
+        ),
+        "-id" if ordering.startswith("-") else "id",
+    ).values_list("id", flat=True)
+    assert forward == list(expected)
+    # Back from the last page, each previous page is the one seen going forwards.
+    page = pages[-1]
+    for earlier in reversed(pages[:-1]):
+        page = client.get(page["previous"]).json()
+        assert [row["id"] for row in page["results"]] == [row["id"] for row in earlier["results"]]
+    assert page["previous"] is None

@@ -17,7 +17,7 @@ import base64
 import binascii
 import json
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -192,20 +192,51 @@ def beyond_position(key: list[KeyPart], values: list[Any], backwards: bool) -> Q
     return result if start is None else start & result
 
 
+def segments_after(
+    queryset: QuerySet, key: list[KeyPart], values: list[Any] | None, backwards: bool
+) -> list[QuerySet]:
+    """The rows after `values` (all rows when None), as ordered querysets to read in turn.
+
+    "After (x, id)" on a nullable leading column reads `x < :x OR x IS NULL OR ...`,
+    which no index can seek to: a deep page (or an export's millionth row) would scan
+    from the start. So rows with a value and rows without one are read apart, in the
+    order the database sorts them, each by a key on which "after" is a plain range. A
+    page crosses from one part to the other at most once: one query, two at the border.
+    """
+    lead = key[0]
+    if values is None or not lead.nullable or len(key) < 2:  # one index scan does it
+        if values is not None:
+            queryset = queryset.filter(beyond_position(key, values, backwards))
+        return [queryset.order_by(*(part.order_expression(backwards) for part in key))]
+    present_key = [replace(lead, known_not_null=True), *key[1:]]
+    present = queryset.filter(**{f"{lead.name}__isnull": False})
+    absent = queryset.filter(**{f"{lead.name}__isnull": True})
+    if values[0] is None:
+        absent = absent.filter(beyond_position(key[1:], values[1:], backwards))
+    else:
+        present = present.filter(beyond_position(present_key, values, backwards))
+    nulls_first = lead.nulls_first != backwards  # in the order of this traversal
+    parts = [
+        present.order_by(*(part.order_expression(backwards) for part in present_key)),
+        absent.order_by(*(part.order_expression(backwards) for part in key[1:])),
+    ]
+    if nulls_first:
+        parts.reverse()
+    # The part before the position's own is behind it.
+    return parts[1:] if (values[0] is None) != nulls_first else parts
+
+
 def page_queryset(
     queryset: QuerySet, size: int, cursor: str | None = None
-) -> tuple[QuerySet, list[KeyPart], bool]:
-    """The query for one page plus one row (to see whether more follow).
+) -> tuple[list[QuerySet], list[KeyPart], bool]:
+    """The queries for one page plus one row (to see whether more follow), in turn.
 
-    Returned apart from the view so tests can EXPLAIN exactly the query the API runs.
+    Returned apart from the view so tests can EXPLAIN exactly the queries the API runs.
     """
     key = ordering_key(queryset)
-    backwards = False
-    if cursor:
-        values, backwards = decode_cursor(cursor, key)
-        queryset = queryset.filter(beyond_position(key, values, backwards))
-    ordered = queryset.order_by(*(part.order_expression(backwards) for part in key))
-    return ordered[: size + 1], key, backwards
+    values, backwards = decode_cursor(cursor, key) if cursor else (None, False)
+    segments = segments_after(queryset, key, values, backwards)
+    return [segment[: size + 1] for segment in segments], key, backwards
 
 
 class KeysetPagination(BasePagination):
@@ -220,8 +251,12 @@ class KeysetPagination(BasePagination):
         self.request = request
         size = self.page_size(request)
         cursor = request.query_params.get(self.cursor_query_param) or None
-        page, key, backwards = page_queryset(queryset, size, cursor)
-        rows = list(page)
+        pages, key, backwards = page_queryset(queryset, size, cursor)
+        rows: list[Any] = []
+        for page in pages:
+            rows += page[: size + 1 - len(rows)]
+            if len(rows) > size:
+                break
         more = len(rows) > size
         rows = rows[:size]
         if backwards:
