@@ -141,6 +141,7 @@ def measure_sync(sync_jobs: int, log: Callable[[str], None]) -> list[Row]:
     """A first sync of `sync_jobs` sandbox jobs into the big tables, against bare fetch."""
     import math
 
+    from bench.sync import bare_fetch
     from jobcenter.accounts import build_provider, create_account
     from jobcenter.sync import sync_account
     from providers.sandbox.client import start_sandbox, stop_sandbox
@@ -166,10 +167,7 @@ def measure_sync(sync_jobs: int, log: Callable[[str], None]) -> list[Row]:
         account.save(update_fields=["rate_limits"])
         provider = build_provider(account)
         started = time.perf_counter()
-        fetched = 0
-        for listing in provider.listing_names():
-            for page in provider.iter_pages(listing):
-                fetched += len(page.records)
+        fetched, _ = bare_fetch(provider)
         fetch_seconds = time.perf_counter() - started
         started = time.perf_counter()
         run = sync_account(account.pk)

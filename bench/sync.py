@@ -1,8 +1,9 @@
 """Sync benchmark: ratios measured in one run against the Klaviyo sandbox.
 
 Prints, for N sandbox jobs (default 100,000):
-- bare fetch: the time to page through every listing and parse the pages into
-  JobRecords with the same provider client, writing nothing;
+- bare fetch: the time to fetch and parse every page the sync fetches (the listings,
+  and the error pages of failed jobs, as many as one run fetches) into records with the
+  same provider client, writing nothing;
 - sync: the time of a full first sync of the same jobs, and its ratio to bare fetch
   (target <= 2.0), then an unchanged re-sync and its ratio;
 - naive: a per-row `update_or_create` loop over 10,000 of those records against the
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,6 +47,36 @@ def configure_django(database_url: str | None) -> None:
     call_command("migrate", interactive=False, verbosity=0)
     if database_url:
         call_command("flush", interactive=False, verbosity=0)
+
+
+def bare_fetch(provider: Any, keep: int = 0) -> tuple[int, list[Any]]:
+    """Fetch and parse every page a first sync fetches, writing nothing.
+
+    The listings' pages, then the error pages of the failed jobs whose payloads carry no
+    error records, as many as one sync run fetches (JOBCENTER_ERROR_FETCHES_PER_RUN,
+    JOBCENTER_MAX_ERRORS_PER_JOB): the same requests as the sync, so the ratio is the
+    cost of the writes. Returns the number of jobs and the first `keep` records.
+    """
+    from itertools import islice
+
+    from django.conf import settings
+
+    from providers.base import FAILED_STATUSES
+
+    fetched, sample, need_errors = 0, [], []
+    for listing in provider.listing_names():
+        for page in provider.iter_pages(listing):
+            fetched += len(page.records)
+            if len(sample) < keep:
+                sample.extend(page.records[: keep - len(sample)])
+            need_errors += [
+                r for r in page.records if r.status in FAILED_STATUSES and r.errors is None
+            ]
+    for record in need_errors[: settings.JOBCENTER_ERROR_FETCHES_PER_RUN]:
+        errors = provider.iter_errors(record.kind, record.external_id)
+        for _ in islice(errors, settings.JOBCENTER_MAX_ERRORS_PER_JOB):
+            pass
+    return fetched, sample
 
 
 def main() -> int:
@@ -100,13 +132,8 @@ def main() -> int:
         # 1. bare fetch and parse, same client, no writes
         provider = build_provider(account)
         started = time.perf_counter()
-        fetched_count = 0
-        sample = []  # kept for the naive comparison; the rest is parsed and dropped
-        for listing in provider.listing_names():
-            for page in provider.iter_pages(listing):
-                fetched_count += len(page.records)
-                if len(sample) < args.naive_jobs:
-                    sample.extend(page.records[: args.naive_jobs - len(sample)])
+        # The sample is kept for the naive comparison; the rest is parsed and dropped.
+        fetched_count, sample = bare_fetch(provider, keep=args.naive_jobs)
         fetch_seconds = time.perf_counter() - started
         pages = provider.client.counters.requests
         print(
