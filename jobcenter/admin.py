@@ -16,7 +16,7 @@ from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -36,6 +36,7 @@ from django.views.decorators.http import require_POST
 from jobcenter import dashboard, display, exports
 from jobcenter.accounts import check_connection
 from jobcenter.admin_exports import ExportAdminMixin
+from jobcenter.api.filters import search_jobs
 from jobcenter.forms import ProviderAccountForm, TrackJobForm
 from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun, SyncTrigger
 from jobcenter.tasks import enqueue_sync
@@ -475,22 +476,8 @@ class JobAdmin(ExportAdminMixin, admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
-        """An exact external id, or text in the job's error records (or why it is gone).
-
-        The error match is a subquery, not a join: no duplicates, so no DISTINCT.
-        """
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        in_errors = JobError.objects.filter(
-            Q(message__icontains=term) | Q(title__icontains=term) | Q(code__iexact=term)
-        ).values("job_id")
-        return (
-            queryset.filter(
-                Q(external_id=term) | Q(pk__in=in_errors) | Q(gone_reason__icontains=term)
-            ),
-            False,
-        )
+        """An exact external id, or text in the job's error records, as the API's search."""
+        return search_jobs(queryset, search_term), False
 
     # -- columns -------------------------------------------------------------------------
     @admin.display(description="provider", ordering="provider")
