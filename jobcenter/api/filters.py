@@ -234,21 +234,23 @@ class JobScopedFilter(df.FilterSet):
 def search_jobs(qs: QuerySet, value: str, job: str = "") -> QuerySet:
     """A job's external id (exact), or text in one of its error records.
 
-    The API's `search` and the admin's search box both: the id is an indexed equality,
-    the error text a subquery on the (smaller) error table, so neither scans the jobs.
-    `job` is the path from the filtered model to the job ("" for Job itself).
+    The API's `search` and the admin's search box both. The matching job ids are one
+    UNION (the id by its index, the error text on the smaller error table), so neither
+    side scans the jobs: `external_id = :term OR id IN (...)` made PostgreSQL walk all
+    of them. `job` is the path from the filtered model to the job ("" for Job itself).
     """
     term = value.strip()
     if not term:
         return qs
-    erring_jobs = (
+    by_id = Job.objects.filter(external_id=term).order_by().values("id")
+    by_error = (
         JobError.objects.filter(
             Q(message__icontains=term) | Q(title__icontains=term) | Q(code__iexact=term)
         )
+        .order_by()
         .values("job_id")
-        .distinct()
     )
-    return qs.filter(Q(**{f"{job}external_id": term}) | Q(**{f"{job}id__in": erring_jobs}))
+    return qs.filter(**{f"{job}id__in": by_id.union(by_error)})
 
 
 def _search(help_text: str, method: str = "search_job") -> df.CharFilter:
