@@ -1,7 +1,8 @@
 """Validate the sandbox's request log against the providers' official OpenAPI specs.
 
 Every request a provider module sent, and every answer the sandbox gave, is checked
-with openapi-core against `../shared/specs/<name>.openapi.json`, so the provider code
+with openapi-core against `../shared/specs/<name>.openapi.json` (or its copy in
+`tests/specs/` where the shared folder is not beside the clone), so the provider code
 and the sandbox can only drift from the real API by failing a test.
 """
 
@@ -19,9 +20,13 @@ from openapi_core.testing import MockRequest, MockResponse
 from openapi_core.validation.response.exceptions import MissingData
 from werkzeug.datastructures import ImmutableMultiDict
 
+# The shared specs folder beside the project is the source of truth; tests/specs holds a
+# copy of it (checked equal below) so that a clone elsewhere validates all the same.
+SHARED_SPECS_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "specs"
+VENDORED_SPECS_DIR = Path(__file__).resolve().parent / "specs"
 SPECS_DIR = Path(
     os.environ.get("JOBCENTER_SPECS_DIR")
-    or Path(__file__).resolve().parent.parent.parent / "shared" / "specs"
+    or (SHARED_SPECS_DIR if SHARED_SPECS_DIR.is_dir() else VENDORED_SPECS_DIR)
 )
 
 
