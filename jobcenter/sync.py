@@ -531,12 +531,17 @@ class AccountSync:
         self, taken: list[tuple[Job, list[JobErrorRecord]]], now: datetime
     ) -> None:
         """Store the error records take_inline_errors took, once the jobs have ids."""
-        if not taken:
+        self.replace_errors(taken, now)
+
+    def replace_errors(self, batch: list[tuple[Job, list[JobErrorRecord]]], now: datetime) -> None:
+        """Replace the stored error records of each job in `batch` (call in atomic)."""
+        if not batch:
             return
-        rows = [row for job, records in taken for row in error_rows(job, records, now)]
-        JobError.objects.filter(job__in=[job for job, _ in taken]).delete()
-        insert_rows(JobError, rows)
-        self.totals.errors_fetched += len(rows)
+        JobError.objects.filter(job__in=[job for job, _ in batch]).delete()
+        insert_rows(
+            JobError, [row for job, records in batch for row in error_rows(job, records, now)]
+        )
+        self.totals.errors_fetched += sum(len(records) for _, records in batch)
 
     # -- 3. refresh by id -----------------------------------------------------------------
     def refresh_by_id(self) -> None:
@@ -679,13 +684,9 @@ class AccountSync:
             job.errors_fetched_at = now
             job.error_count = len(records)
         with transaction.atomic():
-            JobError.objects.filter(job__in=jobs).delete()
-            insert_rows(
-                JobError, [row for job, records in batch for row in error_rows(job, records, now)]
-            )
+            self.replace_errors(batch, now)
             Job.objects.bulk_update(jobs, ["errors_fetched_at", "error_count"])
             self.save_progress()
-        self.totals.errors_fetched += sum(len(records) for _, records in batch)
 
 
 def error_rows(job: Job, records: list[JobErrorRecord], now: datetime) -> list[dict[str, Any]]:

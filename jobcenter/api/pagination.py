@@ -227,16 +227,16 @@ def segments_after(
 
 
 def page_queryset(
-    queryset: QuerySet, size: int, cursor: str | None = None
+    queryset: QuerySet, cursor: str | None = None
 ) -> tuple[list[QuerySet], list[KeyPart], bool]:
-    """The queries for one page plus one row (to see whether more follow), in turn.
+    """The queries to read for one page plus one row (to see whether more follow).
 
-    Returned apart from the view so tests can EXPLAIN exactly the queries the API runs.
+    The segments are read in turn, each for what the page still lacks; returned apart
+    from the view so tests can EXPLAIN exactly the queries the API runs.
     """
     key = ordering_key(queryset)
     values, backwards = decode_cursor(cursor, key) if cursor else (None, False)
-    segments = segments_after(queryset, key, values, backwards)
-    return [segment[: size + 1] for segment in segments], key, backwards
+    return segments_after(queryset, key, values, backwards), key, backwards
 
 
 class KeysetPagination(BasePagination):
@@ -251,10 +251,10 @@ class KeysetPagination(BasePagination):
         self.request = request
         size = self.page_size(request)
         cursor = request.query_params.get(self.cursor_query_param) or None
-        pages, key, backwards = page_queryset(queryset, size, cursor)
+        segments, key, backwards = page_queryset(queryset, cursor)
         rows: list[Any] = []
-        for page in pages:
-            rows += page[: size + 1 - len(rows)]
+        for segment in segments:
+            rows += segment[: size + 1 - len(rows)]
             if len(rows) > size:
                 break
         more = len(rows) > size
