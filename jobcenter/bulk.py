@@ -7,20 +7,29 @@ is one parameterized statement run with `executemany` (a C loop in sqlite3, a pi
 psycopg), and only the fields that need it (JSON, datetimes) are prepared, once per value.
 
 Rows may be model instances or plain dicts keyed by attribute name (missing keys take
-the field's default): snapshots and error records are only ever inserted, and building
-a model instance for each cost a fifth of a page write.
+the field's default): a new job, its snapshots and error records are only ever
+inserted, and building a model instance for each cost a fifth of a page write. A JSON
+value already encoded (`JSONText`) is written as it is: a job and its first snapshot
+carry the same payload, encoded once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from django.conf import settings
 from django.db import connections, models, router
 
 Row = models.Model | Mapping[str, Any]
+
+
+class JSONText(str):
+    """A JSON document already encoded, for a JSONField column of `insert_rows` rows."""
+
+    __slots__ = ()
 
 
 def _datetime_preparer(field: models.Field, connection: Any) -> Callable[[Any], Any]:
@@ -36,13 +45,19 @@ def _datetime_preparer(field: models.Field, connection: Any) -> Callable[[Any], 
     if not settings.USE_TZ or connection.vendor not in ("sqlite", "postgresql"):
         return django_way
     sqlite = connection.vendor == "sqlite"
+    last: list[Any] = [None, None]  # the value prepared last, and what it became
 
     def prepare(value: Any) -> Any:
         if value is None:
             return None
+        if value is last[0]:  # a page's rows share one "now": prepared once
+            return last[1]
         if type(value) is datetime and value.tzinfo is UTC:
-            return value.replace(tzinfo=None).isoformat(" ") if sqlite else value
-        return django_way(value)
+            prepared = value.replace(tzinfo=None).isoformat(" ") if sqlite else value
+        else:
+            prepared = django_way(value)
+        last[0], last[1] = value, prepared
+        return prepared
 
     return prepare
 
@@ -50,7 +65,12 @@ def _datetime_preparer(field: models.Field, connection: Any) -> Callable[[Any], 
 def _preparer(field: models.Field, connection: Any) -> Callable[[Any], Any] | None:
     if isinstance(field, models.DateTimeField):
         return _datetime_preparer(field, connection)
-    if isinstance(field, models.JSONField | models.DateField):
+    if isinstance(field, models.JSONField):
+        # Both backends take JSON text for a JSON column (PostgreSQL casts it to jsonb).
+        return lambda value: (
+            str(value) if type(value) is JSONText else field.get_db_prep_save(value, connection)
+        )
+    if isinstance(field, models.DateField):
         return lambda value: field.get_db_prep_save(value, connection)
     return None
 
@@ -71,15 +91,19 @@ def insert_rows(model: type[models.Model], rows: Sequence[Row]) -> None:
     preparers = [
         (i, prepare) for i, f in enumerate(fields) if (prepare := _preparer(f, connection))
     ]
+    whole_row = itemgetter(*names)
     params = []
     for row in rows:
         if isinstance(row, models.Model):
             values = [getattr(row, name) for name in names]
         else:
-            values = [
-                row[name] if name in row else field.get_default()
-                for name, field in zip(names, fields, strict=True)
-            ]
+            try:
+                values = list(whole_row(row))
+            except KeyError:  # a partial row: the missing columns take their defaults
+                values = [
+                    row[name] if name in row else field.get_default()
+                    for name, field in zip(names, fields, strict=True)
+                ]
         for i, prepare in preparers:
             values[i] = prepare(values[i])
         params.append(values)

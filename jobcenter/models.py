@@ -135,7 +135,6 @@ class Job(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["account", "external_id"], name="job_account_extid"),
             # Search by a job's id, across accounts (staff paste ids from any provider).
             models.Index(fields=["external_id"], name="job_external_id"),
             models.Index(fields=["status", "-created_at"], name="job_status_created"),

@@ -34,7 +34,7 @@ from django.utils.dateparse import parse_datetime
 
 from jobcenter import alerts
 from jobcenter.accounts import build_provider
-from jobcenter.bulk import insert_rows
+from jobcenter.bulk import JSONText, insert_rows
 from jobcenter.crypto import CredentialsUnreadable
 from jobcenter.models import (
     AccountStatus,
@@ -47,6 +47,7 @@ from jobcenter.models import (
     SyncTrigger,
 )
 from jobcenter.prefetch import prefetched
+from jobcenter.sqlite_engine.checkpoints import background_checkpoints
 from providers.base import (
     FAILED_STATUSES,
     AccessDenied,
@@ -62,7 +63,9 @@ from providers.base import (
     ProviderError,
     RateLimited,
     Status,
+    canonical_json,
     payload_digest,
+    text_digest,
 )
 from providers.http import redact
 
@@ -118,6 +121,34 @@ class RunTotals:
     problems: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class WrittenJob:
+    """One job a page writes: its record, the payload text and digest, and where it goes.
+
+    A new job is a row for insert_rows (`row`, its "id" set once inserted); a changed
+    one is its model instance (`job`), updated in place.
+    """
+
+    record: JobRecord
+    text: JSONText
+    digest: str
+    job: Job | None = None
+    row: dict[str, Any] | None = None
+
+    @property
+    def pk(self) -> int:
+        return self.job.pk if self.job is not None else self.row["id"]  # type: ignore[index]
+
+    def get(self, name: str) -> Any:
+        return getattr(self.job, name) if self.job is not None else self.row[name]  # type: ignore[index]
+
+    def set(self, name: str, value: Any) -> None:
+        if self.job is not None:
+            setattr(self.job, name, value)
+        else:
+            self.row[name] = value  # type: ignore[index]
+
+
 # --- lease -------------------------------------------------------------------------------
 
 
@@ -171,7 +202,8 @@ def sync_account(
             error="interrupted: the worker stopped before the run ended; the next run resumed it",
         )
         account.refresh_from_db()
-        AccountSync(account, run, owner, on_progress).run()
+        with background_checkpoints():
+            AccountSync(account, run, owner, on_progress).run()
     finally:
         release_lease(account.pk, owner)
     try:
@@ -396,7 +428,12 @@ class AccountSync:
 
     # -- the per-page write ---------------------------------------------------------------
     def apply_records(self, records: Iterable[JobRecord]) -> None:
-        """Write one batch of records with a constant number of queries (call in atomic)."""
+        """Write one batch of records with a constant number of queries (call in atomic).
+
+        New jobs are written as plain rows (no model instances) and every payload is
+        encoded once, as the canonical text its digest is taken from: the job row and
+        its snapshot carry that same text.
+        """
         now = timezone.now()
         by_key: dict[tuple[str, str], JobRecord] = {}
         for record in records:
@@ -407,7 +444,9 @@ class AccountSync:
         existing = {
             (job.kind, job.external_id): job
             for job in Job.objects.filter(
-                account=self.account, external_id__in={key[1] for key in by_key}
+                account=self.account,
+                kind__in={key[0] for key in by_key},
+                external_id__in={key[1] for key in by_key},
             ).only(  # every field bulk_update writes that fill() does not set
                 "id",
                 "kind",
@@ -419,55 +458,91 @@ class AccountSync:
                 "gone_at",
             )
         }
-        new_jobs: list[tuple[Job, JobRecord]] = []
-        changed: list[tuple[Job, JobRecord]] = []
+        new_rows: list[dict[str, Any]] = []
+        changed: list[Job] = []
+        written: list[WrittenJob] = []
         unchanged_ids: list[int] = []
         for key, record in by_key.items():
             job = existing.get(key)
-            digest = record.digest
+            text = JSONText(canonical_json(record.raw))
+            digest = text_digest(text)
             if job is None:
-                job = Job(
-                    account=self.account,
-                    provider=self.account.provider,
-                    kind=record.kind,
-                    external_id=record.external_id,
-                    first_seen_at=now,
-                )
-                self.fill(job, record, digest, now)
-                new_jobs.append((job, record))
+                row = self.new_job_row(record, text, digest, now)
+                new_rows.append(row)
+                written.append(WrittenJob(record, text, digest, row=row))
             elif job.digest != digest or job.gone_at is not None:
                 self.fill(job, record, digest, now)
-                changed.append((job, record))
+                changed.append(job)
+                written.append(WrittenJob(record, text, digest, job=job))
             else:
                 unchanged_ids.append(job.pk)
-        written = new_jobs + changed
         # Marked before the jobs are written, so the job rows carry it: no second update.
         inline_errors = self.take_inline_errors(written, now)
-        if new_jobs:
-            self.insert_jobs([job for job, _ in new_jobs])
-            self.totals.jobs_created += len(new_jobs)
+        if new_rows:
+            self.insert_jobs(new_rows)
+            self.totals.jobs_created += len(new_rows)
         if changed:
-            Job.objects.bulk_update([job for job, _ in changed], CHANGED_FIELDS)
+            Job.objects.bulk_update(changed, CHANGED_FIELDS)
             self.totals.jobs_changed += len(changed)
         if unchanged_ids:
             Job.objects.filter(pk__in=unchanged_ids).update(last_seen_at=now, last_checked_at=now)
-        self.write_snapshots([job for job, _ in written], now)
-        self.write_inline_errors(inline_errors, now)
+        self.write_snapshots(written, now)
+        self.replace_errors(
+            [(item.pk, errors) for item, errors in inline_errors],
+            now,
+            existing=bool(changed),
+        )
 
-    def insert_jobs(self, jobs: list[Job]) -> None:
-        """Insert new jobs, then read their ids back in one indexed query."""
-        insert_rows(Job, jobs)
+    def new_job_row(
+        self, record: JobRecord, text: JSONText, digest: str, now: datetime
+    ) -> dict[str, Any]:
+        """Every column of a new job, keyed by attribute name, for insert_rows."""
+        return {
+            "account_id": self.account.pk,
+            "provider": self.account.provider,
+            "kind": record.kind,
+            "external_id": record.external_id,
+            "status": record.status.value,
+            "provider_status": record.provider_status,
+            "total_count": record.total_count,
+            "completed_count": record.completed_count,
+            "failed_count": record.failed_count,
+            "created_at": record.created_at,
+            "started_at": record.started_at,
+            "completed_at": record.completed_at,
+            "updated_at": record.updated_at,
+            "expires_at": record.expires_at,
+            "first_seen_at": now,
+            "last_seen_at": now,
+            "last_changed_at": now,
+            "last_checked_at": now,
+            "is_terminal": record.is_terminal,
+            "gone_at": None,
+            "gone_reason": "",
+            "tracked": False,
+            "errors_fetched_at": None,
+            "error_count": 0,
+            "payload": text,
+            "digest": digest,
+        }
+
+    def insert_jobs(self, rows: list[dict[str, Any]]) -> None:
+        """Insert new jobs' rows, then read their ids back in one indexed query."""
+        insert_rows(Job, rows)
         ids = {
             (kind, external_id): pk
             for pk, kind, external_id in Job.objects.filter(
-                account=self.account, external_id__in={job.external_id for job in jobs}
+                account=self.account,
+                kind__in={row["kind"] for row in rows},
+                external_id__in={row["external_id"] for row in rows},
             ).values_list("pk", "kind", "external_id")
         }
-        for job in jobs:
-            job.pk = ids[(job.kind, job.external_id)]
+        for row in rows:
+            row["id"] = ids[(row["kind"], row["external_id"])]
 
     @staticmethod
     def fill(job: Job, record: JobRecord, digest: str, now: datetime) -> None:
+        """Copy a changed record onto its existing job."""
         status_changed = job.status != record.status.value
         for name in RECORD_FIELDS:
             value = getattr(record, name)
@@ -480,66 +555,65 @@ class AccountSync:
         job.last_checked_at = now
         job.gone_at = None
         job.gone_reason = ""
-        if status_changed and record.status in FAILED_STATUSES and job.pk is not None:
+        if status_changed and record.status in FAILED_STATUSES:
             # A job that fails again after recovering reports its errors again.
             job.errors_fetched_at = None
-        if job.pk is None:
-            job.errors_fetched_at = None
-            job.error_count = 0
 
-    def write_snapshots(self, jobs: list[Job], now: datetime) -> None:
-        if not jobs:
+    def write_snapshots(self, written: list[WrittenJob], now: datetime) -> None:
+        if not written:
             return
         insert_rows(
             JobSnapshot,
             [
                 {
-                    "job_id": job.pk,
+                    "job_id": item.pk,
                     "observed_at": now,
-                    "status": job.status,
-                    "provider_status": job.provider_status,
-                    "total_count": job.total_count,
-                    "completed_count": job.completed_count,
-                    "failed_count": job.failed_count,
-                    "payload": job.payload,
-                    "digest": job.digest,
+                    "status": item.record.status.value,
+                    "provider_status": item.record.provider_status,
+                    "total_count": item.record.total_count,
+                    "completed_count": item.record.completed_count,
+                    "failed_count": item.record.failed_count,
+                    "payload": item.text,
+                    "digest": item.digest,
                 }
-                for job in jobs
+                for item in written
             ],
         )
-        self.totals.snapshots_written += len(jobs)
+        self.totals.snapshots_written += len(written)
 
     @staticmethod
     def take_inline_errors(
-        written: list[tuple[Job, JobRecord]], now: datetime
-    ) -> list[tuple[Job, list[JobErrorRecord]]]:
+        written: list[WrittenJob], now: datetime
+    ) -> list[tuple[WrittenJob, list[JobErrorRecord]]]:
         """The error records payloads carry for jobs that just failed; marks them fetched."""
         taken = []
-        for job, record in written:
+        for item in written:
+            record = item.record
             if (
                 record.status in FAILED_STATUSES
                 and record.errors is not None
-                and job.errors_fetched_at is None
+                and item.get("errors_fetched_at") is None
             ):
                 records = record.errors[: settings.JOBCENTER_MAX_ERRORS_PER_JOB]
-                job.errors_fetched_at = now
-                job.error_count = len(records)
-                taken.append((job, records))
+                item.set("errors_fetched_at", now)
+                item.set("error_count", len(records))
+                taken.append((item, records))
         return taken
 
-    def write_inline_errors(
-        self, taken: list[tuple[Job, list[JobErrorRecord]]], now: datetime
+    def replace_errors(
+        self, batch: list[tuple[int, list[JobErrorRecord]]], now: datetime, existing: bool = True
     ) -> None:
-        """Store the error records take_inline_errors took, once the jobs have ids."""
-        self.replace_errors(taken, now)
+        """Replace the stored error records of the jobs (by id) in `batch` (call in atomic).
 
-    def replace_errors(self, batch: list[tuple[Job, list[JobErrorRecord]]], now: datetime) -> None:
-        """Replace the stored error records of each job in `batch` (call in atomic)."""
+        `existing=False` says none of these jobs can have records yet (all just inserted):
+        nothing to delete.
+        """
         if not batch:
             return
-        JobError.objects.filter(job__in=[job for job, _ in batch]).delete()
+        if existing:
+            JobError.objects.filter(job_id__in=[pk for pk, _ in batch]).delete()
         insert_rows(
-            JobError, [row for job, records in batch for row in error_rows(job, records, now)]
+            JobError, [row for pk, records in batch for row in error_rows(pk, records, now)]
         )
         self.totals.errors_fetched += sum(len(records) for _, records in batch)
 
@@ -684,23 +758,23 @@ class AccountSync:
             job.errors_fetched_at = now
             job.error_count = len(records)
         with transaction.atomic():
-            self.replace_errors(batch, now)
+            self.replace_errors([(job.pk, records) for job, records in batch], now)
             Job.objects.bulk_update(jobs, ["errors_fetched_at", "error_count"])
             self.save_progress()
 
 
-def error_rows(job: Job, records: list[JobErrorRecord], now: datetime) -> list[dict[str, Any]]:
+def error_rows(job_id: int, records: list[JobErrorRecord], now: datetime) -> list[dict[str, Any]]:
     """JobError rows for insert_rows, cut to the columns' lengths."""
     return [
         {
-            "job_id": job.pk,
+            "job_id": job_id,
             "position": position,
             "code": record.code[:200],
             "title": record.title[:500],
             "message": record.message,
             "source": record.source[:500],
             "external_id": record.external_id[:255],
-            "raw": record.raw,
+            "raw": JSONText(canonical_json(record.raw)),
             "fetched_at": now,
         }
         for position, record in enumerate(records)

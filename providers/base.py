@@ -141,9 +141,26 @@ class JobRecord:
         return payload_digest(self.raw)
 
 
-def payload_digest(payload: Any) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
+def canonical_json(payload: Any) -> str:
+    """The payload as compact JSON with sorted keys: one text per content, whatever order.
+
+    The sync stores this text as the payload and digests the same text, so a payload is
+    encoded once however many rows carry it. (One encoder for all: `json.dumps` with
+    these options builds a new one per call.)
+    """
+    return _CANONICAL.encode(payload)
+
+
+def text_digest(canonical: str) -> str:
+    """The digest of a canonical_json text."""
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def payload_digest(payload: Any) -> str:
+    return text_digest(canonical_json(payload))
 
 
 @dataclass

@@ -45,6 +45,17 @@ def test_ten_thousand_jobs_sync_equal_to_the_sandbox_then_resync_writes_nothing(
     assert run.jobs_created == len(state["jobs"])
     assert_equal_to_state(account, sandbox.state(described["id"]))
     assert JobSnapshot.objects.filter(job__account=account).count() == len(state["jobs"])
+    # Payloads are stored as JSON objects (written as pre-encoded text), queryable as such.
+    for rows in (
+        Job.objects.filter(account=account),
+        JobSnapshot.objects.filter(job__account=account),
+        JobError.objects.filter(job__account=account),
+    ):
+        field = "raw" if rows.model is JobError else "payload"
+        assert rows.exclude(**{f"{field}__has_key": "id"}).count() == 0
+    job = Job.objects.filter(account=account).first()
+    assert job.payload["id"] == job.external_id
+    assert job.payload == job.snapshots.get().payload
     # Klaviyo has no failed status: failures are derived from the counts.
     statuses = set(Job.objects.filter(account=account).values_list("status", flat=True))
     assert {"succeeded", "partially_failed", "failed", "running", "queued"} <= statuses

@@ -6,8 +6,12 @@ real limit a page is written in a constant handful, which is what the sync engin
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.backends.sqlite3 import base, features
 from django.utils.functional import cached_property
+
+from jobcenter.sqlite_engine import checkpoints
 
 
 class DatabaseFeatures(features.DatabaseFeatures):
@@ -18,3 +22,9 @@ class DatabaseFeatures(features.DatabaseFeatures):
 
 class DatabaseWrapper(base.DatabaseWrapper):
     features_class = DatabaseFeatures
+
+    def get_new_connection(self, conn_params: dict) -> Any:
+        connection = super().get_new_connection(conn_params)
+        if checkpoints.in_background():  # a sync's helper thread checkpoints meanwhile
+            connection.execute("PRAGMA wal_autocheckpoint=0")
+        return connection
