@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +21,18 @@ def sandbox() -> Iterator[SandboxClient]:
         yield client
     finally:
         stop_sandbox(process)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> None:
+    """The fresh test database gets fresh rate-limit buckets (SQLite keeps them beside it).
+
+    A bucket a previous run left nearly empty would otherwise slow this run's first
+    requests.
+    """
+    from jobcenter.ratelimit import sqlite_bucket_file
+
+    bucket_file = sqlite_bucket_file()
+    if bucket_file:
+        for suffix in ("", "-wal", "-shm"):
+            Path(bucket_file + suffix).unlink(missing_ok=True)

@@ -1,0 +1,115 @@
+"""The rate-limit bucket store on SQLite, and the WAL checkpoints a sync leaves to a helper."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection, connections, transaction
+
+from jobcenter.models import ProviderAccount
+from jobcenter.ratelimit import SqliteFileTokenBucketStore, bucket_store
+from jobcenter.sqlite_engine.checkpoints import background_checkpoints
+
+sqlite_only = pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="SQLite's single write lock and its WAL"
+)
+
+
+@sqlite_only
+def test_sqlite_buckets_live_in_their_own_file_beside_the_database(settings) -> None:
+    settings.REDIS_URL = ""
+    store = bucket_store()
+    assert isinstance(store, SqliteFileTokenBucketStore)
+    assert store.path == f"{connection.settings_dict['NAME']}-ratelimit"
+
+
+@sqlite_only
+def test_a_bucket_refills_at_its_rate_and_tells_how_long_to_wait(tmp_path) -> None:
+    store = SqliteFileTokenBucketStore(str(tmp_path / "buckets"))
+    waits = [store.take("k", rate_per_second=1.0, capacity=3.0) for _ in range(5)]
+    assert waits[:3] == [0.0, 0.0, 0.0]  # the burst
+    assert 0.9 < waits[3] <= 1.0 and 1.9 < waits[4] <= 2.0  # then one a second
+    other = SqliteFileTokenBucketStore(str(tmp_path / "buckets"))  # another process's view
+    assert other.take("k", rate_per_second=1.0, capacity=3.0) > 2.0
+    assert other.take("another key", rate_per_second=1.0, capacity=3.0) == 0.0
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_a_take_never_waits_for_a_write_to_the_database(settings) -> None:
+    # A sync holds the database's write lock while it writes a page; its prefetch thread
+    # takes tokens meanwhile. Were the buckets in the database, the take would wait.
+    settings.REDIS_URL = ""
+    holding, release = threading.Event(), threading.Event()
+
+    def write_a_page() -> None:
+        try:
+            with transaction.atomic():  # IMMEDIATE: the write lock from BEGIN on
+                ProviderAccount.objects.update(last_error="writing")
+                holding.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    writer = threading.Thread(target=write_a_page)
+    writer.start()
+    try:
+        assert holding.wait(10)
+        taken: list[float] = []
+        taker = threading.Thread(
+            target=lambda: taken.append(bucket_store().take("test-lock", 10.0, 10.0))
+        )
+        taker.start()
+        taker.join(10)
+        assert taken == [0.0], "the take waited for the database's write lock"
+    finally:
+        release.set()
+        writer.join()
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_during_a_long_write_commits_only_append_and_a_helper_checkpoints() -> None:
+    def autocheckpoint() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_autocheckpoint")
+            return cursor.fetchone()[0]
+
+    seen_in_new_connections: list[int] = []
+
+    def open_a_connection() -> None:  # as the prefetch thread does, mid-sync
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("PRAGMA wal_autocheckpoint")
+                seen_in_new_connections.append(cursor.fetchone()[0])
+        finally:
+            connections.close_all()
+
+    database_file = Path(connection.settings_dict["NAME"])
+    before = autocheckpoint()
+    with background_checkpoints():
+        assert autocheckpoint() == 0
+        thread = threading.Thread(target=open_a_connection)
+        thread.start()
+        thread.join()
+        size = database_file.stat().st_size
+        for n in range(50):  # new pages: in WAL mode only a checkpoint grows the file
+            ProviderAccount.objects.create(name=f"account {n}", provider="klaviyo")
+        deadline = time.monotonic() + 10
+        while database_file.stat().st_size == size and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert database_file.stat().st_size > size, "nothing checkpointed the log"
+    assert seen_in_new_connections == [0]
+    assert autocheckpoint() == before
+
+
+@pytest.mark.django_db
+def test_inside_a_transaction_nothing_changes() -> None:
+    with transaction.atomic(), background_checkpoints():
+        if connection.vendor == "sqlite":
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA wal_autocheckpoint")
+                assert cursor.fetchone()[0] > 0
