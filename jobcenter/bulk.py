@@ -75,17 +75,24 @@ def _preparer(field: models.Field, connection: Any) -> Callable[[Any], Any] | No
     return None
 
 
-def insert_rows(model: type[models.Model], rows: Sequence[Row]) -> None:
-    """INSERT `rows` (primary keys left to the database) in one executemany statement."""
+def insert_rows(
+    model: type[models.Model], rows: Sequence[Row], returning: Sequence[str] = ()
+) -> list[tuple[Any, ...]]:
+    """INSERT `rows` (primary keys left to the database) in one executemany statement.
+
+    With `returning` (attribute names), it is one multi-row INSERT ... RETURNING per
+    chunk of rows the database's parameter limit allows, and the result is the returned
+    values, in no particular order (SQLite promises none): return a key with the id.
+    Callers check `connection.features.can_return_rows_from_bulk_insert` first.
+    """
     if not rows:
-        return
+        return []
     connection = connections[router.db_for_write(model)]
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 (names from model meta, quoted)
-        quote(model._meta.db_table),
-        ", ".join(quote(f.column) for f in fields),
-        ", ".join(["%s"] * len(fields)),
+    one_row = "({})".format(", ".join(["%s"] * len(fields)))
+    sql = "INSERT INTO {} ({}) VALUES ".format(  # noqa: S608 (names from model meta, quoted)
+        quote(model._meta.db_table), ", ".join(quote(f.column) for f in fields)
     )
     names = [f.attname for f in fields]
     preparers = [
@@ -108,4 +115,18 @@ def insert_rows(model: type[models.Model], rows: Sequence[Row]) -> None:
             values[i] = prepare(values[i])
         params.append(values)
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        if not returning:
+            cursor.executemany(sql + one_row, params)
+            return []
+        columns = {f.attname: f.column for f in model._meta.concrete_fields}
+        suffix = " RETURNING " + ", ".join(quote(columns[name]) for name in returning)
+        per_statement = (connection.features.max_query_params or 65_535) // len(fields)
+        returned: list[tuple[Any, ...]] = []
+        for start in range(0, len(params), per_statement):
+            chunk = params[start : start + per_statement]
+            cursor.execute(
+                sql + ", ".join([one_row] * len(chunk)) + suffix,
+                [value for values in chunk for value in values],
+            )
+            returned.extend(cursor.fetchall())
+        return returned

@@ -8,6 +8,10 @@ queue ahead of the consumer: pages still arrive in order, an exception arrives a
 the pages before it (as without the thread), and a consumer that stops early stops the
 helper before the next request.
 
+`ready()` says, without waiting, whether the next page has already arrived: the sync
+writes pages that are waiting in the same transaction (fewer commits), and commits
+before it would wait for the provider.
+
 Called inside an outer transaction (a caller's atomic block, a test's), pages are
 produced inline instead: the helper's own database connection (the rate limiter's
 buckets) could neither see that transaction's rows nor get past its locks.
@@ -18,53 +22,94 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from django.db import connection, connections
 
 T = TypeVar("T")
 _DONE = object()
+_NOTHING = object()
 
 
-def prefetched(pages: Iterator[T], ahead: int = 2) -> Iterator[T]:
-    """Yield `pages` in order, producing up to `ahead` of them in a helper thread."""
-    if connection.in_atomic_block:
-        yield from pages
-        return
-    handoff: queue.Queue[object] = queue.Queue(maxsize=ahead)
-    stop = threading.Event()
+class Prefetched(Generic[T]):
+    """Iterate `pages` in order, producing up to `ahead` of them in a helper thread."""
 
-    def put(item: object) -> bool:
-        while not stop.is_set():
+    def __init__(self, pages: Iterator[T], ahead: int = 2) -> None:
+        self.inline: Iterator[T] | None = pages if connection.in_atomic_block else None
+        self.handoff: queue.Queue[object] = queue.Queue(maxsize=ahead)
+        self.stop = threading.Event()
+        self.peeked: object = _NOTHING
+        self.worker: threading.Thread | None = None
+        if self.inline is None:
+            self.worker = threading.Thread(
+                target=self.produce, args=(pages,), name="page-prefetch", daemon=True
+            )
+            self.worker.start()
+
+    def put(self, item: object) -> bool:
+        while not self.stop.is_set():
             try:
-                handoff.put(item, timeout=0.1)
+                self.handoff.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce() -> None:
+    def produce(self, pages: Iterator[T]) -> None:
         try:
             for page in pages:
-                if not put(page):
+                if not self.put(page):
                     return
-            put(_DONE)
+            self.put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there in order
-            put(exc)
+            self.put(exc)
         finally:
             # The rate limiter may have used this thread's own database connection.
             connections.close_all()
 
-    worker = threading.Thread(target=produce, name="page-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = handoff.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        worker.join()
+    def __iter__(self) -> Prefetched[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self.inline is not None:
+            return next(self.inline)
+        if self.peeked is not _NOTHING:
+            item, self.peeked = self.peeked, _NOTHING
+        else:
+            item = self.handoff.get()
+        if item is _DONE:
+            self.peeked = _DONE  # and so on every later call
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item  # type: ignore[return-value]
+
+    def ready(self) -> bool:
+        """Whether the next page is here already (not an error, not the end)."""
+        if self.inline is not None:
+            return False
+        if self.peeked is _NOTHING:
+            try:
+                self.peeked = self.handoff.get_nowait()
+            except queue.Empty:
+                return False
+        return self.peeked is not _DONE and not isinstance(self.peeked, BaseException)
+
+    def close(self) -> None:
+        """Stop the helper (before its next request) and wait for it."""
+        self.stop.set()
+        if self.worker is not None:
+            self.worker.join()
+
+    def __enter__(self) -> Prefetched[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prefetched(pages: Iterator[T], ahead: int = 2) -> Prefetched[T]:
+    """`pages` fetched ahead in a helper thread; use in a `with` block, so it stops."""
+    return Prefetched(pages, ahead)

@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -83,6 +83,9 @@ RECORD_FIELDS = (
     "updated_at",
     "expires_at",
 )
+# Pages already fetched that are written in one transaction: bounds the write lock's
+# hold (about 25 ms a page) and what a crash makes the next run fetch again.
+PAGES_PER_TRANSACTION = 10
 # Failed jobs whose error records are written per transaction: few commits, and a crash
 # re-fetches at most this many jobs' errors.
 ERROR_JOBS_PER_TRANSACTION = 20
@@ -356,9 +359,18 @@ class AccountSync:
         t = self.totals
         before = (t.pages, t.jobs_seen, t.jobs_created, t.jobs_changed, t.jobs_gone)
         truncated = False
-        for page in prefetched(self.provider.iter_pages(listing, cursor)):
-            truncated = truncated or page.window_truncated
-            self.apply_page(listing, page, sweep_started)
+        with prefetched(self.provider.iter_pages(listing, cursor)) as fetched:
+            for page in fetched:
+                # Pages that arrived while this one was written go in the same
+                # transaction: fewer commits while the provider answers faster than we
+                # write, and no transaction left open while we wait for it.
+                with transaction.atomic():
+                    for written in range(1, PAGES_PER_TRANSACTION + 1):
+                        truncated = truncated or page.window_truncated
+                        self.apply_page(listing, page, sweep_started)
+                        if written == PAGES_PER_TRANSACTION or not fetched.ready():
+                            break
+                        page = next(fetched)
         if not truncated:
             self.mark_gone(listing, sweep_started)
         self.completed_listings.append(listing)
@@ -390,7 +402,7 @@ class AccountSync:
             }
         else:
             listing_state = {"cursor": None, "last_complete_at": timezone.now().isoformat()}
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):  # within page_through's, if any
             self.apply_records(page.records)
             self.totals.pages += 1
             self.state[listing] = listing_state
@@ -527,16 +539,18 @@ class AccountSync:
         }
 
     def insert_jobs(self, rows: list[dict[str, Any]]) -> None:
-        """Insert new jobs' rows, then read their ids back in one indexed query."""
-        insert_rows(Job, rows)
-        ids = {
-            (kind, external_id): pk
-            for pk, kind, external_id in Job.objects.filter(
+        """Insert new jobs' rows and learn their ids: returned by the INSERT where the
+        database can, else read back in one indexed query."""
+        if connections[Job.objects.db].features.can_return_rows_from_bulk_insert:
+            returned = insert_rows(Job, rows, returning=("id", "kind", "external_id"))
+        else:
+            insert_rows(Job, rows)
+            returned = Job.objects.filter(
                 account=self.account,
                 kind__in={row["kind"] for row in rows},
                 external_id__in={row["external_id"] for row in rows},
             ).values_list("pk", "kind", "external_id")
-        }
+        ids = {(kind, external_id): pk for pk, kind, external_id in returned}
         for row in rows:
             row["id"] = ids[(row["kind"], row["external_id"])]
 
@@ -719,11 +733,12 @@ class AccountSync:
             .only("id", "kind", "external_id")[: settings.JOBCENTER_ERROR_FETCHES_PER_RUN]
         )
         batch: list[tuple[Job, list[JobErrorRecord]]] = []
-        for job, records in prefetched(self.errors_of(jobs)):
-            batch.append((job, records))
-            if len(batch) == ERROR_JOBS_PER_TRANSACTION:
-                self.store_fetched_errors(batch)
-                batch = []
+        with prefetched(self.errors_of(jobs)) as fetched:
+            for job, records in fetched:
+                batch.append((job, records))
+                if len(batch) == ERROR_JOBS_PER_TRANSACTION:
+                    self.store_fetched_errors(batch)
+                    batch = []
         self.store_fetched_errors(batch)
 
     def errors_of(self, jobs: list[Job]) -> Iterator[tuple[Job, list[JobErrorRecord]]]:

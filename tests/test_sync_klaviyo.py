@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 
+from jobcenter import sync
 from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun
 from jobcenter.sync import AccountSync, sync_account
 from providers.base import JobErrorRecord, JobRecord, Status
@@ -178,3 +181,43 @@ def test_wrong_api_key_fails_in_words_without_retrying_or_leaking(
     assert_secret_nowhere(
         wrong_key, client=admin_client, account=account, run=run, log_text=caplog.text
     )
+
+
+def test_pages_already_fetched_share_a_transaction_of_at_most_ten(sandbox, monkeypatch) -> None:
+    account, described = sandbox_account(sandbox, "klaviyo", seed=5, jobs_per_kind=300)
+    pages_per_commit: list[int] = []
+    pages_then = [0]
+    wrapper_class = type(connections["default"])
+    real_commit = wrapper_class.commit
+
+    def counting_commit(self) -> None:
+        real_commit(self)
+        if threading.current_thread() is threading.main_thread() and self.alias == "default":
+            pages_per_commit.append(run_totals[0].pages - pages_then[0])
+            pages_then[0] = run_totals[0].pages
+
+    run_totals: list[sync.RunTotals] = []
+    real_init = sync.AccountSync.__init__
+
+    def remember_totals(self, *args, **kwargs) -> None:
+        real_init(self, *args, **kwargs)
+        run_totals.append(self.totals)
+
+    monkeypatch.setattr(sync.AccountSync, "__init__", remember_totals)
+    monkeypatch.setattr(wrapper_class, "commit", counting_commit)
+    # The provider answers faster than pages are written: pages wait in the queue.
+    monkeypatch.setattr(AccountSync, "apply_records", _slowed(AccountSync.apply_records))
+    run = sync_account(account.pk)
+    assert run.outcome == "succeeded", run.error
+    assert_equal_to_state(account, sandbox.state(described["id"]))
+    assert sum(pages_per_commit) == run.pages
+    assert max(pages_per_commit) > 1, "no page ever joined another's transaction"
+    assert max(pages_per_commit) <= sync.PAGES_PER_TRANSACTION
+
+
+def _slowed(method):
+    def slowed(self, records):
+        time.sleep(0.05)
+        return method(self, records)
+
+    return slowed

@@ -1,0 +1,61 @@
+"""The page prefetcher: order, errors in their place, and `ready()` never waiting."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from jobcenter.prefetch import prefetched
+
+
+def test_pages_arrive_in_order_and_an_error_after_the_pages_before_it() -> None:
+    def pages() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise RuntimeError("page 3 failed")
+
+    seen = []
+    with prefetched(pages()) as fetched, pytest.raises(RuntimeError, match="page 3"):
+        for page in fetched:
+            seen.append(page)
+    assert seen == [1, 2]
+
+
+def test_ready_says_whether_a_page_is_here_without_waiting_for_one() -> None:
+    release = threading.Event()
+
+    def pages() -> Iterator[int]:
+        yield 1
+        release.wait(10)
+        yield 2
+        raise RuntimeError("no page 3")
+
+    with prefetched(pages()) as fetched:
+        assert next(fetched) == 1
+        assert not fetched.ready()  # page 2 is not fetched yet: no wait, no page
+        release.set()
+        while not fetched.ready():
+            threading.Event().wait(0.01)
+        assert next(fetched) == 2
+        threading.Event().wait(0.1)
+        assert not fetched.ready()  # an error waiting is not a page
+        with pytest.raises(RuntimeError):
+            next(fetched)
+
+
+def test_the_end_is_not_ready_and_stopping_early_stops_the_helper() -> None:
+    made = []
+
+    def pages() -> Iterator[int]:
+        for n in range(1000):
+            made.append(n)
+            yield n
+
+    with prefetched(pages(), ahead=2) as fetched:
+        assert next(fetched) == 0
+    assert len(made) <= 5  # stopped before fetching on
+    with prefetched(iter([7])) as fetched:
+        assert list(fetched) == [7]
+        assert not fetched.ready()
