@@ -125,6 +125,35 @@ class RunTotals:
 
 
 @dataclass(slots=True)
+class EncodedRecord:
+    """A record with what writing it needs that no database does: the payload's text and
+    digest, and the rows of the error records it carries (when it failed).
+
+    Made in the prefetch thread, beside the fetching: the encoding is Python work the
+    writer would otherwise do while the database sits idle.
+    """
+
+    record: JobRecord
+    text: JSONText
+    digest: str
+    error_rows: list[dict[str, Any]] | None
+
+
+def encode_record(record: JobRecord) -> EncodedRecord:
+    text = JSONText(canonical_json(record.raw))
+    carried = None
+    if record.status in FAILED_STATUSES and record.errors is not None:
+        carried = error_rows(record.errors[: settings.JOBCENTER_MAX_ERRORS_PER_JOB])
+    return EncodedRecord(record, text, text_digest(text), carried)
+
+
+def encoded_pages(pages: Iterable[JobPage]) -> Iterator[tuple[JobPage, list[EncodedRecord]]]:
+    """Each page with its records encoded (runs in the prefetch thread)."""
+    for page in pages:
+        yield page, [encode_record(record) for record in page.records]
+
+
+@dataclass(slots=True)
 class WrittenJob:
     """One job a page writes: its record, the payload text and digest, and where it goes.
 
@@ -132,9 +161,7 @@ class WrittenJob:
     one is its model instance (`job`), updated in place.
     """
 
-    record: JobRecord
-    text: JSONText
-    digest: str
+    encoded: EncodedRecord
     job: Job | None = None
     row: dict[str, Any] | None = None
 
@@ -359,18 +386,18 @@ class AccountSync:
         t = self.totals
         before = (t.pages, t.jobs_seen, t.jobs_created, t.jobs_changed, t.jobs_gone)
         truncated = False
-        with prefetched(self.provider.iter_pages(listing, cursor)) as fetched:
-            for page in fetched:
+        with prefetched(encoded_pages(self.provider.iter_pages(listing, cursor))) as fetched:
+            for page, encoded in fetched:
                 # Pages that arrived while this one was written go in the same
                 # transaction: fewer commits while the provider answers faster than we
                 # write, and no transaction left open while we wait for it.
                 with transaction.atomic():
                     for written in range(1, PAGES_PER_TRANSACTION + 1):
                         truncated = truncated or page.window_truncated
-                        self.apply_page(listing, page, sweep_started)
+                        self.apply_page(listing, page, encoded, sweep_started)
                         if written == PAGES_PER_TRANSACTION or not fetched.ready():
                             break
-                        page = next(fetched)
+                        page, encoded = next(fetched)
         if not truncated:
             self.mark_gone(listing, sweep_started)
         self.completed_listings.append(listing)
@@ -394,7 +421,13 @@ class AccountSync:
         if self.on_progress is not None:
             self.on_progress(f"{listing}: {text}")
 
-    def apply_page(self, listing: str, page: JobPage, sweep_started: datetime) -> None:
+    def apply_page(
+        self,
+        listing: str,
+        page: JobPage,
+        encoded: list[EncodedRecord],
+        sweep_started: datetime,
+    ) -> None:
         if page.next_cursor:
             listing_state = {
                 "cursor": page.next_cursor,
@@ -403,7 +436,7 @@ class AccountSync:
         else:
             listing_state = {"cursor": None, "last_complete_at": timezone.now().isoformat()}
         with transaction.atomic(savepoint=False):  # within page_through's, if any
-            self.apply_records(page.records)
+            self.apply_records(encoded)
             self.totals.pages += 1
             self.state[listing] = listing_state
             self.save_progress()
@@ -439,7 +472,7 @@ class AccountSync:
         self.totals.jobs_gone += gone
 
     # -- the per-page write ---------------------------------------------------------------
-    def apply_records(self, records: Iterable[JobRecord]) -> None:
+    def apply_records(self, records: Iterable[JobRecord | EncodedRecord]) -> None:
         """Write one batch of records with a constant number of queries (call in atomic).
 
         New jobs are written as plain rows (no model instances) and every payload is
@@ -447,9 +480,10 @@ class AccountSync:
         its snapshot carry that same text.
         """
         now = timezone.now()
-        by_key: dict[tuple[str, str], JobRecord] = {}
-        for record in records:
-            by_key[(record.kind, record.external_id)] = record
+        by_key: dict[tuple[str, str], EncodedRecord] = {}
+        for item in records:
+            encoded = item if isinstance(item, EncodedRecord) else encode_record(item)
+            by_key[(encoded.record.kind, encoded.record.external_id)] = encoded
         if not by_key:
             return
         self.totals.jobs_seen += len(by_key)
@@ -474,18 +508,16 @@ class AccountSync:
         changed: list[Job] = []
         written: list[WrittenJob] = []
         unchanged_ids: list[int] = []
-        for key, record in by_key.items():
+        for key, encoded in by_key.items():
             job = existing.get(key)
-            text = JSONText(canonical_json(record.raw))
-            digest = text_digest(text)
             if job is None:
-                row = self.new_job_row(record, text, digest, now)
+                row = self.new_job_row(encoded, now)
                 new_rows.append(row)
-                written.append(WrittenJob(record, text, digest, row=row))
-            elif job.digest != digest or job.gone_at is not None:
-                self.fill(job, record, digest, now)
+                written.append(WrittenJob(encoded, row=row))
+            elif job.digest != encoded.digest or job.gone_at is not None:
+                self.fill(job, encoded.record, encoded.digest, now)
                 changed.append(job)
-                written.append(WrittenJob(record, text, digest, job=job))
+                written.append(WrittenJob(encoded, job=job))
             else:
                 unchanged_ids.append(job.pk)
         # Marked before the jobs are written, so the job rows carry it: no second update.
@@ -500,15 +532,12 @@ class AccountSync:
             Job.objects.filter(pk__in=unchanged_ids).update(last_seen_at=now, last_checked_at=now)
         self.write_snapshots(written, now)
         self.replace_errors(
-            [(item.pk, errors) for item, errors in inline_errors],
-            now,
-            existing=bool(changed),
+            [(item.pk, rows) for item, rows in inline_errors], now, existing=bool(changed)
         )
 
-    def new_job_row(
-        self, record: JobRecord, text: JSONText, digest: str, now: datetime
-    ) -> dict[str, Any]:
+    def new_job_row(self, encoded: EncodedRecord, now: datetime) -> dict[str, Any]:
         """Every column of a new job, keyed by attribute name, for insert_rows."""
+        record = encoded.record
         return {
             "account_id": self.account.pk,
             "provider": self.account.provider,
@@ -534,8 +563,8 @@ class AccountSync:
             "tracked": False,
             "errors_fetched_at": None,
             "error_count": 0,
-            "payload": text,
-            "digest": digest,
+            "payload": encoded.text,
+            "digest": encoded.digest,
         }
 
     def insert_jobs(self, rows: list[dict[str, Any]]) -> None:
@@ -582,15 +611,16 @@ class AccountSync:
                 {
                     "job_id": item.pk,
                     "observed_at": now,
-                    "status": item.record.status.value,
-                    "provider_status": item.record.provider_status,
-                    "total_count": item.record.total_count,
-                    "completed_count": item.record.completed_count,
-                    "failed_count": item.record.failed_count,
-                    "payload": item.text,
-                    "digest": item.digest,
+                    "status": record.status.value,
+                    "provider_status": record.provider_status,
+                    "total_count": record.total_count,
+                    "completed_count": record.completed_count,
+                    "failed_count": record.failed_count,
+                    "payload": item.encoded.text,
+                    "digest": item.encoded.digest,
                 }
                 for item in written
+                for record in (item.encoded.record,)
             ],
         )
         self.totals.snapshots_written += len(written)
@@ -598,26 +628,22 @@ class AccountSync:
     @staticmethod
     def take_inline_errors(
         written: list[WrittenJob], now: datetime
-    ) -> list[tuple[WrittenJob, list[JobErrorRecord]]]:
+    ) -> list[tuple[WrittenJob, list[dict[str, Any]]]]:
         """The error records payloads carry for jobs that just failed; marks them fetched."""
         taken = []
         for item in written:
-            record = item.record
-            if (
-                record.status in FAILED_STATUSES
-                and record.errors is not None
-                and item.get("errors_fetched_at") is None
-            ):
-                records = record.errors[: settings.JOBCENTER_MAX_ERRORS_PER_JOB]
+            rows = item.encoded.error_rows
+            if rows is not None and item.get("errors_fetched_at") is None:
                 item.set("errors_fetched_at", now)
-                item.set("error_count", len(records))
-                taken.append((item, records))
+                item.set("error_count", len(rows))
+                taken.append((item, rows))
         return taken
 
     def replace_errors(
-        self, batch: list[tuple[int, list[JobErrorRecord]]], now: datetime, existing: bool = True
+        self, batch: list[tuple[int, list[dict[str, Any]]]], now: datetime, existing: bool = True
     ) -> None:
-        """Replace the stored error records of the jobs (by id) in `batch` (call in atomic).
+        """Replace the stored error records of the jobs (by id) in `batch` with `error_rows`
+        rows (call in atomic).
 
         `existing=False` says none of these jobs can have records yet (all just inserted):
         nothing to delete.
@@ -626,10 +652,12 @@ class AccountSync:
             return
         if existing:
             JobError.objects.filter(job_id__in=[pk for pk, _ in batch]).delete()
-        insert_rows(
-            JobError, [row for pk, records in batch for row in error_rows(pk, records, now)]
-        )
-        self.totals.errors_fetched += sum(len(records) for _, records in batch)
+        for pk, rows in batch:
+            for row in rows:
+                row["job_id"] = pk
+                row["fetched_at"] = now
+        insert_rows(JobError, [row for _, rows in batch for row in rows])
+        self.totals.errors_fetched += sum(len(rows) for _, rows in batch)
 
     # -- 3. refresh by id -----------------------------------------------------------------
     def refresh_by_id(self) -> None:
@@ -732,17 +760,18 @@ class AccountSync:
             .order_by("id")
             .only("id", "kind", "external_id")[: settings.JOBCENTER_ERROR_FETCHES_PER_RUN]
         )
-        batch: list[tuple[Job, list[JobErrorRecord]]] = []
+        batch: list[tuple[Job, list[dict[str, Any]]]] = []
         with prefetched(self.errors_of(jobs)) as fetched:
-            for job, records in fetched:
-                batch.append((job, records))
+            for job, rows in fetched:
+                batch.append((job, rows))
                 if len(batch) == ERROR_JOBS_PER_TRANSACTION:
                     self.store_fetched_errors(batch)
                     batch = []
         self.store_fetched_errors(batch)
 
-    def errors_of(self, jobs: list[Job]) -> Iterator[tuple[Job, list[JobErrorRecord]]]:
-        """Each job's error records from the provider; skips the ones it cannot give now.
+    def errors_of(self, jobs: list[Job]) -> Iterator[tuple[Job, list[dict[str, Any]]]]:
+        """Each job's error records from the provider, as rows; skips the ones it cannot
+        give now.
 
         Runs in the prefetch thread: it touches the provider only, never the database
         (note_problem only appends to this run's list).
@@ -761,28 +790,31 @@ class AccountSync:
             except ProviderError as exc:  # AccessDenied included: this job's, not the run's
                 self.note_problem(f"errors of {job.kind} {job.external_id}: {exc}")
                 continue
-            yield job, records
+            yield job, error_rows(records)
 
-    def store_fetched_errors(self, batch: list[tuple[Job, list[JobErrorRecord]]]) -> None:
+    def store_fetched_errors(self, batch: list[tuple[Job, list[dict[str, Any]]]]) -> None:
         """Replace the error records of a few jobs in one transaction, with the progress."""
         if not batch:
             return
         now = timezone.now()
         jobs = [job for job, _ in batch]
-        for job, records in batch:
+        for job, rows in batch:
             job.errors_fetched_at = now
-            job.error_count = len(records)
+            job.error_count = len(rows)
         with transaction.atomic():
-            self.replace_errors([(job.pk, records) for job, records in batch], now)
+            self.replace_errors([(job.pk, rows) for job, rows in batch], now)
             Job.objects.bulk_update(jobs, ["errors_fetched_at", "error_count"])
             self.save_progress()
 
 
-def error_rows(job_id: int, records: list[JobErrorRecord], now: datetime) -> list[dict[str, Any]]:
-    """JobError rows for insert_rows, cut to the columns' lengths."""
+def error_rows(records: list[JobErrorRecord]) -> list[dict[str, Any]]:
+    """JobError rows for insert_rows, cut to the columns' lengths.
+
+    Built ahead, in the prefetch thread; replace_errors sets the job and the time.
+    """
     return [
         {
-            "job_id": job_id,
+            "job_id": None,
             "position": position,
             "code": record.code[:200],
             "title": record.title[:500],
@@ -790,7 +822,7 @@ def error_rows(job_id: int, records: list[JobErrorRecord], now: datetime) -> lis
             "source": record.source[:500],
             "external_id": record.external_id[:255],
             "raw": JSONText(canonical_json(record.raw)),
-            "fetched_at": now,
+            "fetched_at": None,
         }
         for position, record in enumerate(records)
     ]
