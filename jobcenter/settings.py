@@ -133,12 +133,16 @@ def _database() -> dict:
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # One file shared by the web server, the cluster and commands: WAL lets readers
         # run beside a writer, IMMEDIATE takes the write lock up front (no upgrade
-        # deadlocks), and the timeout waits for it instead of failing.
+        # deadlocks), and the timeout waits for it instead of failing. A 32 MiB page
+        # cache (SQLite's default is 2 MiB) holds a sync transaction's pages of ten job
+        # indexes without spilling them to the log mid-transaction.
         config["ENGINE"] = "jobcenter.sqlite_engine"
         config["CONN_MAX_AGE"] = 0
         config["CONN_HEALTH_CHECKS"] = False
         config["OPTIONS"] = {
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "init_command": (
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-32768;"
+            ),
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
         }
