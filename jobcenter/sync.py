@@ -126,25 +126,22 @@ class RunTotals:
 
 @dataclass(slots=True)
 class EncodedRecord:
-    """A record with what writing it needs that no database does: the payload's text and
-    digest, and the rows of the error records it carries (when it failed).
+    """A record with its payload's canonical text and digest.
 
-    Made in the prefetch thread, beside the fetching: the encoding is Python work the
-    writer would otherwise do while the database sits idle.
+    Made in the prefetch thread, beside the fetching: every record needs its digest
+    (changed or not?), and the encoding is Python work the writer would otherwise do
+    while the database sits idle. Error rows are not made here: most failed jobs a
+    listing returns have had theirs stored by an earlier run.
     """
 
     record: JobRecord
     text: JSONText
     digest: str
-    error_rows: list[dict[str, Any]] | None
 
 
 def encode_record(record: JobRecord) -> EncodedRecord:
     text = JSONText(canonical_json(record.raw))
-    carried = None
-    if record.status in FAILED_STATUSES and record.errors is not None:
-        carried = error_rows(record.errors[: settings.JOBCENTER_MAX_ERRORS_PER_JOB])
-    return EncodedRecord(record, text, text_digest(text), carried)
+    return EncodedRecord(record, text, text_digest(text))
 
 
 def encoded_pages(pages: Iterable[JobPage]) -> Iterator[tuple[JobPage, list[EncodedRecord]]]:
@@ -392,10 +389,10 @@ class AccountSync:
                 # transaction: fewer commits while the provider answers faster than we
                 # write, and no transaction left open while we wait for it.
                 with transaction.atomic():
-                    for written in range(1, PAGES_PER_TRANSACTION + 1):
+                    for pages_in_transaction in range(1, PAGES_PER_TRANSACTION + 1):
                         truncated = truncated or page.window_truncated
                         self.apply_page(listing, page, encoded, sweep_started)
-                        if written == PAGES_PER_TRANSACTION or not fetched.ready():
+                        if pages_in_transaction == PAGES_PER_TRANSACTION or not fetched.ready():
                             break
                         page, encoded = next(fetched)
         if not truncated:
@@ -632,8 +629,13 @@ class AccountSync:
         """The error records payloads carry for jobs that just failed; marks them fetched."""
         taken = []
         for item in written:
-            rows = item.encoded.error_rows
-            if rows is not None and item.get("errors_fetched_at") is None:
+            record = item.encoded.record
+            if (
+                record.status in FAILED_STATUSES
+                and record.errors is not None
+                and item.get("errors_fetched_at") is None
+            ):
+                rows = error_rows(record.errors[: settings.JOBCENTER_MAX_ERRORS_PER_JOB])
                 item.set("errors_fetched_at", now)
                 item.set("error_count", len(rows))
                 taken.append((item, rows))
@@ -810,7 +812,8 @@ class AccountSync:
 def error_rows(records: list[JobErrorRecord]) -> list[dict[str, Any]]:
     """JobError rows for insert_rows, cut to the columns' lengths.
 
-    Built ahead, in the prefetch thread; replace_errors sets the job and the time.
+    replace_errors sets the job and the time (fetched errors' rows are built ahead, in
+    the prefetch thread).
     """
     return [
         {
