@@ -5,8 +5,9 @@ script when REDIS_URL is set; else, on PostgreSQL, a database row (one short wri
 transaction per take, the row locked); on SQLite, a row in a small SQLite file beside
 the database. SQLite has one write lock per file: in the database itself every take
 waited for the page a sync was writing, so a sync's prefetching of the next page
-stalled behind its own writes (a third of a first sync's time). Either way two workers syncing accounts of the same provider share one budget and
-together never exceed the provider's limit. Times are wall-clock seconds, so workers on
+stalled behind its own writes (a third of a first sync's time). Either way two workers
+syncing accounts of the same provider share one budget and together never exceed the
+provider's limit. Times are wall-clock seconds, so workers on
 several machines agree (Redis uses its own clock).
 """
 

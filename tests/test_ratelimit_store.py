@@ -108,10 +108,9 @@ def test_during_a_long_write_commits_only_append_and_a_helper_checkpoints() -> N
     assert autocheckpoint() == before
 
 
+@sqlite_only
 @pytest.mark.django_db
 def test_inside_a_transaction_nothing_changes() -> None:
-    with transaction.atomic(), background_checkpoints():
-        if connection.vendor == "sqlite":
-            with connection.cursor() as cursor:
-                cursor.execute("PRAGMA wal_autocheckpoint")
-                assert cursor.fetchone()[0] > 0
+    with transaction.atomic(), background_checkpoints(), connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_autocheckpoint")
+        assert cursor.fetchone()[0] > 0
