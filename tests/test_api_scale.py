@@ -190,3 +190,35 @@ def test_every_job_of_an_account_once_over_all_pages(viewer_client: Any, many_jo
         seen += [row["id"] for row in body["results"]]
         url = body["next"]
     assert len(seen) == len(set(seen)) == Job.objects.filter(account=account).count()
+
+
+@pytest.mark.django_db
+def test_search_reads_error_text_through_its_indexes_on_postgresql(
+    viewer_client: Any, many_jobs: Any
+) -> None:
+    """`search` on PostgreSQL: the error-text half is served by migration 0007's indexes
+    (trigram GIN on UPPER(message), UPPER(title); btree on UPPER(code)), which must match
+    the expressions Django writes for icontains and iexact, or every search reads every
+    error record. SQLite has no such indexes: its scan of the smaller table stays."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's indexes; SQLite scans the error records")
+    from jobcenter.models import JobError
+
+    jobs = list(Job.objects.order_by("id")[:300])
+    JobError.objects.bulk_create(
+        JobError(job=job, position=n, code=f"E{n}", title=f"Row {n} invalid", message=text)
+        for job in jobs
+        for n, text in enumerate([f"Row of {job.external_id}: bad email", "Quota exceeded"])
+    )
+    with CaptureQueriesContext(connection) as captured:
+        response = viewer_client.get(f"/api/v1/jobs/?search={jobs[7].external_id}")
+    assert response.status_code == 200
+    assert [row["id"] for row in response.json()["results"]] == [jobs[7].pk]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE jobcenter_joberror")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # small table: ask what it could use
+        text = plan(job_page_query(captured.captured_queries))
+    assert "Seq Scan on jobcenter_joberror" not in text, text
+    for index in ("job_error_message_trgm", "job_error_title_trgm", "job_error_code_upper"):
+        assert index in text, text
