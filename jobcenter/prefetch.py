@@ -12,6 +12,10 @@ helper before the next request.
 writes pages that are waiting in the same transaction (fewer commits), and commits
 before it would wait for the provider.
 
+`spare(page)`, when given, runs in the helper on a page it produced while the queue is
+full, before it waits for room: the consumer is behind then, so work it would do for
+that page costs no time in the helper. The page is handed over only afterwards.
+
 Called inside an outer transaction (a caller's atomic block, a test's), pages are
 produced inline instead: the helper's own database connection (the rate limiter's
 buckets) could neither see that transaction's rows nor get past its locks.
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from django.db import connection, connections
@@ -34,9 +38,12 @@ _NOTHING = object()
 class Prefetched(Generic[T]):
     """Iterate `pages` in order, producing up to `ahead` of them in a helper thread."""
 
-    def __init__(self, pages: Iterator[T], ahead: int = 2) -> None:
+    def __init__(
+        self, pages: Iterator[T], ahead: int = 2, spare: Callable[[T], None] | None = None
+    ) -> None:
         self.inline: Iterator[T] | None = pages if connection.in_atomic_block else None
         self.handoff: queue.Queue[object] = queue.Queue(maxsize=ahead)
+        self.spare = spare
         self.stop = threading.Event()
         self.peeked: object = _NOTHING
         self.worker: threading.Thread | None = None
@@ -58,6 +65,8 @@ class Prefetched(Generic[T]):
     def produce(self, pages: Iterator[T]) -> None:
         try:
             for page in pages:
+                if self.spare is not None and self.handoff.full():
+                    self.spare(page)  # the consumer is behind: its work, done here
                 if not self.put(page):
                     return
             self.put(_DONE)
@@ -110,6 +119,8 @@ class Prefetched(Generic[T]):
         self.close()
 
 
-def prefetched(pages: Iterator[T], ahead: int = 2) -> Prefetched[T]:
+def prefetched(
+    pages: Iterator[T], ahead: int = 2, spare: Callable[[T], None] | None = None
+) -> Prefetched[T]:
     """`pages` fetched ahead in a helper thread; use in a `with` block, so it stops."""
-    return Prefetched(pages, ahead)
+    return Prefetched(pages, ahead, spare)

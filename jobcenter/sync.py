@@ -130,13 +130,16 @@ class EncodedRecord:
 
     Made in the prefetch thread, beside the fetching: every record needs its digest
     (changed or not?), and the encoding is Python work the writer would otherwise do
-    while the database sits idle. Error rows are not made here: most failed jobs a
-    listing returns have had theirs stored by an earlier run.
+    while the database sits idle. The rows of the error records a payload carries are
+    made there only while pages wait for the writer (`prepare_error_rows`, a spare-time
+    step): most failed jobs a re-sync sees have theirs stored already, and the writer
+    builds the rows of the jobs that take them when the helper had no time.
     """
 
     record: JobRecord
     text: JSONText
     digest: str
+    error_rows: list[dict[str, Any]] | None = None
 
 
 def encode_record(record: JobRecord) -> EncodedRecord:
@@ -148,6 +151,19 @@ def encoded_pages(pages: Iterable[JobPage]) -> Iterator[tuple[JobPage, list[Enco
     """Each page with its records encoded (runs in the prefetch thread)."""
     for page in pages:
         yield page, [encode_record(record) for record in page.records]
+
+
+def inline_error_rows(record: JobRecord) -> list[dict[str, Any]] | None:
+    """The rows of the error records a failed job's payload carries (None: none carried)."""
+    if record.status not in FAILED_STATUSES or record.errors is None:
+        return None
+    return error_rows(record.errors[: settings.JOBCENTER_MAX_ERRORS_PER_JOB])
+
+
+def prepare_error_rows(encoded_page: tuple[JobPage, list[EncodedRecord]]) -> None:
+    """Build a page's inline error rows ahead (the prefetch thread's spare-time step)."""
+    for encoded in encoded_page[1]:
+        encoded.error_rows = inline_error_rows(encoded.record)
 
 
 @dataclass(slots=True)
@@ -383,7 +399,8 @@ class AccountSync:
         t = self.totals
         before = (t.pages, t.jobs_seen, t.jobs_created, t.jobs_changed, t.jobs_gone)
         truncated = False
-        with prefetched(encoded_pages(self.provider.iter_pages(listing, cursor))) as fetched:
+        pages = encoded_pages(self.provider.iter_pages(listing, cursor))
+        with prefetched(pages, spare=prepare_error_rows) as fetched:
             for page, encoded in fetched:
                 # Pages that arrived while this one was written go in the same
                 # transaction: fewer commits while the provider answers faster than we
@@ -635,7 +652,7 @@ class AccountSync:
                 and record.errors is not None
                 and item.get("errors_fetched_at") is None
             ):
-                rows = error_rows(record.errors[: settings.JOBCENTER_MAX_ERRORS_PER_JOB])
+                rows = item.encoded.error_rows or inline_error_rows(record) or []
                 item.set("errors_fetched_at", now)
                 item.set("error_count", len(rows))
                 taken.append((item, rows))

@@ -59,3 +59,36 @@ def test_the_end_is_not_ready_and_stopping_early_stops_the_helper() -> None:
     with prefetched(iter([7])) as fetched:
         assert list(fetched) == [7]
         assert not fetched.ready()
+
+
+def test_spare_runs_in_the_helper_only_on_pages_made_while_the_consumer_is_behind() -> None:
+    helper_threads = set()
+    spared = threading.Event()
+
+    def spare(page: dict[str, int]) -> None:
+        helper_threads.add(threading.current_thread().name)
+        page["spared"] = 1
+        spared.set()
+
+    # A consumer that starts late: two pages fill the queue, the third waits for room.
+    with prefetched(iter([{"n": n} for n in range(4)]), ahead=2, spare=spare) as fetched:
+        assert spared.wait(10)
+        seen = list(fetched)
+    assert [page["n"] for page in seen] == [0, 1, 2, 3]
+    assert [page.get("spared", 0) for page in seen[:3]] == [0, 0, 1]  # handed over after
+    assert helper_threads == {"page-prefetch"}
+
+    # A consumer that keeps up: the queue is never full, nothing is spared.
+    taken = threading.Semaphore(0)
+
+    def paced() -> Iterator[dict[str, int]]:
+        for n in range(5):
+            yield {"n": n}
+            taken.acquire(timeout=10)  # the next page only once this one was taken
+
+    with prefetched(paced(), ahead=2, spare=spare) as fetched:
+        kept_up = []
+        for page in fetched:
+            kept_up.append(page)
+            taken.release()
+    assert [page.get("spared", 0) for page in kept_up] == [0] * 5
