@@ -585,3 +585,11 @@ def test_chunks_ordered_by_a_text_column_resume_from_the_stored_value(
         assert [(int(row["id"]), row["provider_status"]) for row in rows] == [
             (pk, exports.spreadsheet_safe(status)) for pk, status in expected
         ]
+
+
+def test_a_csv_line_of_more_cells_than_postgresql_takes_is_refused_clearly() -> None:
+    from django.db.models import F
+
+    exports.CsvLine(*[F("id")] * exports.CsvLine.MAX_CELLS)
+    with pytest.raises(ValueError, match="at most 99 cells, not 100"):
+        exports.CsvLine(*[F("id")] * 100)
