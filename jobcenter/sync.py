@@ -646,13 +646,12 @@ class AccountSync:
         """The error records payloads carry for jobs that just failed; marks them fetched."""
         taken = []
         for item in written:
-            record = item.encoded.record
-            if (
-                record.status in FAILED_STATUSES
-                and record.errors is not None
-                and item.get("errors_fetched_at") is None
-            ):
-                rows = item.encoded.error_rows or inline_error_rows(record) or []
+            if item.get("errors_fetched_at") is not None:
+                continue
+            rows = item.encoded.error_rows  # made ahead in the prefetch thread's spare time
+            if rows is None:
+                rows = inline_error_rows(item.encoded.record)
+            if rows is not None:
                 item.set("errors_fetched_at", now)
                 item.set("error_count", len(rows))
                 taken.append((item, rows))

@@ -2,8 +2,8 @@
 
 In WAL mode every commit appends its pages to the log, and the commit that takes the
 log past `wal_autocheckpoint` pages (1000 by default) copies the whole log back into the
-database file before it returns. A sync commits once a page, so every few pages one
-commit stalls for the copy: a third of a first sync's time on SQLite. While a sync
+database file before it returns. A sync commits every page or few pages, so every
+so often one commit stalls for the copy: a third of a first sync's time on SQLite. While a sync
 runs, its connection leaves the copying to a helper thread with its own connection,
 which runs PASSIVE checkpoints (never waiting for readers or writers) on a short
 period; the sync's commits then only append. The helper's work is in SQLite's C code,
