@@ -127,7 +127,8 @@ class CsvText(Func):
     (QUOTE_MINIMAL: when it holds a comma, a double quote, CR or LF). NULL stays NULL.
 
     At a few million cells SQLite's GLOB is a third cheaper than `instr` and `substr`
-    calls, and PostgreSQL's `strpos` and `left` a quarter cheaper than its `~`.
+    calls, and PostgreSQL's `strpos` and `ascii` cheaper than its `~` (by a quarter)
+    or `left` (by a third).
     """
 
     output_field = CharField()
@@ -145,12 +146,13 @@ class CsvText(Func):
         return self.as_sql(compiler, connection, template=template, **extra)
 
     def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        template = self.template.format(  # strpos and left: cheaper than PostgreSQL's `~`
+        template = self.template.format(
             quoted=" OR ".join(
                 f"strpos(%(expressions)s, {char}) > 0"
                 for char in ("','", "'\"'", "chr(10)", "chr(13)")
             ),
-            formula="left(%(expressions)s, 1) IN ('=', '+', '-', '@', chr(9), chr(13))",
+            # The first character's code: no substring made, integers compared.
+            formula=f"ascii(%(expressions)s) IN ({', '.join(str(ord(c)) for c in FORMULA_PREFIXES)})",
         )
         return self.as_sql(compiler, connection, template=template, **extra)
 
