@@ -95,7 +95,11 @@ class ProviderAccount(models.Model):
 class Job(models.Model):
     """One provider job, as last seen; its history is in JobSnapshot."""
 
-    account = models.ForeignKey(ProviderAccount, on_delete=models.PROTECT, related_name="jobs")
+    # No index of its own: the unique constraint and job_account_created lead with it,
+    # and every sync insert would pay for a third b-tree.
+    account = models.ForeignKey(
+        ProviderAccount, on_delete=models.PROTECT, related_name="jobs", db_index=False
+    )
     provider = models.CharField(max_length=40, editable=False)  # the account's, for filters
     kind = models.CharField(max_length=100)
     external_id = models.CharField("external id", max_length=255)
@@ -166,7 +170,8 @@ class Job(models.Model):
 class JobSnapshot(models.Model):
     """One observed change of a job. Written only when something changed."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="snapshots")
+    # snapshot_job_observed leads with the job: a job_id index alone would be dead weight.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="snapshots", db_index=False)
     observed_at = models.DateTimeField(default=timezone.now)
     status = models.CharField(max_length=20)
     provider_status = models.CharField(max_length=100, blank=True)
@@ -190,7 +195,8 @@ class JobSnapshot(models.Model):
 class JobError(models.Model):
     """A per-record error the provider reported for a job, fetched once it failed."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="errors")
+    # The unique (job, position) constraint leads with the job: no index of its own.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="errors", db_index=False)
     position = models.PositiveIntegerField()
     code = models.CharField(max_length=200, blank=True)
     title = models.CharField(max_length=500, blank=True)
