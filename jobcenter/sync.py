@@ -36,6 +36,7 @@ from jobcenter import alerts
 from jobcenter.accounts import build_provider
 from jobcenter.bulk import JSONText, insert_rows
 from jobcenter.crypto import CredentialsUnreadable
+from jobcenter.gcpolicy import fewer_collections
 from jobcenter.models import (
     AccountStatus,
     Job,
@@ -245,7 +246,7 @@ def sync_account(
             error="interrupted: the worker stopped before the run ended; the next run resumed it",
         )
         account.refresh_from_db()
-        with background_checkpoints():
+        with background_checkpoints(), fewer_collections():
             AccountSync(account, run, owner, on_progress).run()
     finally:
         release_lease(account.pk, owner)
