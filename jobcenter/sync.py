@@ -34,7 +34,7 @@ from django.utils.dateparse import parse_datetime
 
 from jobcenter import alerts
 from jobcenter.accounts import build_provider
-from jobcenter.bulk import JSONText, insert_rows
+from jobcenter.bulk import JSONText, insert_rows, returns_inserted_rows
 from jobcenter.crypto import CredentialsUnreadable
 from jobcenter.gcpolicy import fewer_collections
 from jobcenter.models import (
@@ -583,9 +583,9 @@ class AccountSync:
         }
 
     def insert_jobs(self, rows: list[dict[str, Any]]) -> None:
-        """Insert new jobs' rows and learn their ids: returned by the INSERT where the
-        database can, else read back in one indexed query."""
-        if connections[Job.objects.db].features.can_return_rows_from_bulk_insert:
+        """Insert new jobs' rows and learn their ids: returned by the INSERT where that
+        is cheapest (SQLite), else read back in one indexed query."""
+        if returns_inserted_rows(connections[Job.objects.db]):
             returned = insert_rows(Job, rows, returning=("id", "kind", "external_id"))
         else:
             insert_rows(Job, rows)
