@@ -58,6 +58,7 @@ FORMATS = ("csv", "ndjson")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
 BOM = "\ufeff"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_CODES = ", ".join(str(ord(prefix)) for prefix in FORMULA_PREFIXES)  # for SQL
 
 
 # --- cells ------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ class CsvText(Func):
                 for char in ("','", "'\"'", "chr(10)", "chr(13)")
             ),
             # The first character's code: no substring made, integers compared.
-            formula=f"ascii(%(expressions)s) IN ({', '.join(str(ord(c)) for c in FORMULA_PREFIXES)})",
+            formula=f"ascii(%(expressions)s) IN ({FORMULA_CODES})",
         )
         return self.as_sql(compiler, connection, template=template, **extra)
 
