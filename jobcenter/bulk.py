@@ -109,9 +109,10 @@ def insert_rows(
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
     one_row = "({})".format(", ".join(["%s"] * len(fields)))
-    sql = "INSERT INTO {} ({}) VALUES ".format(  # noqa: S608 (names from model meta, quoted)
+    target = "{} ({})".format(
         quote(model._meta.db_table), ", ".join(quote(f.column) for f in fields)
     )
+    sql = f"INSERT INTO {target} VALUES "  # noqa: S608 (names from model meta, quoted)
     names = [f.attname for f in fields]
     preparers = [
         (i, prepare) for i, f in enumerate(fields) if (prepare := _preparer(f, connection))
@@ -134,7 +135,7 @@ def insert_rows(
         params.append(values)
     with connection.cursor() as cursor:
         if not returning and _copies(connection):
-            _copy(connection, cursor, model, fields, params)
+            _copy(connection, cursor, target, params)
             return []
         if not returning:
             cursor.executemany(sql + one_row, params)
@@ -153,20 +154,15 @@ def insert_rows(
         return returned
 
 
-def _copy(
-    connection: Any, cursor: Any, model: type[models.Model], fields: list, params: list
-) -> None:
+def _copy(connection: Any, cursor: Any, target: str, params: list) -> None:
     """The rows by PostgreSQL's COPY: one statement, no INSERT parsed and planned a row.
 
     Django's psycopg cursors bind parameters on the client, so executemany sent each row
     as an INSERT of its own, literal values and all (100 µs a snapshot row, 70 µs an error
-    record). COPY streams them. Logged as Django logs its queries (query counts in tests
-    and the debug toolbar see it).
+    record). COPY streams them into `target` ("table (columns)", quoted). Logged as
+    Django logs its queries (query counts in tests and the debug toolbar see it).
     """
-    quote = connection.ops.quote_name
-    statement = "COPY {} ({}) FROM STDIN".format(
-        quote(model._meta.db_table), ", ".join(quote(f.column) for f in fields)
-    )
+    statement = f"COPY {target} FROM STDIN"
     started = time.monotonic()
     with connection.wrap_database_errors, cursor.cursor.copy(statement) as copy:
         for values in params:
