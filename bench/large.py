@@ -143,7 +143,7 @@ def measure_sync(sync_jobs: int, log: Callable[[str], None]) -> list[Row]:
 
     from bench.sync import bare_fetch
     from jobcenter.accounts import build_provider, create_account
-    from jobcenter.sync import sync_account
+    from jobcenter.sync.engine import sync_account
     from providers.sandbox.client import start_sandbox, stop_sandbox
 
     process, sandbox = start_sandbox(
@@ -419,7 +419,7 @@ def measure_prune(days: int, jobs: int, log: Callable[[str], None]) -> list[Row]
     """Prune with a reader and a writer running; check first and last of each job kept."""
     from django.db import connection
 
-    from jobcenter.retention import prune_snapshots
+    from jobcenter.sync.retention import prune_snapshots
 
     table = connection.ops.quote_name("jobcenter_jobsnapshot")
     # The writer adds snapshots to jobs 1..WRITER_JOBS, which moves their "last": they are

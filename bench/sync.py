@@ -93,7 +93,7 @@ def main() -> int:
 
     from jobcenter.accounts import build_provider, create_account
     from jobcenter.models import Job, JobError, JobSnapshot, SyncRun
-    from jobcenter.sync import AccountSync, sync_account
+    from jobcenter.sync.engine import AccountSync, sync_account
     from providers.sandbox.client import start_sandbox, stop_sandbox
 
     process, sandbox = start_sandbox(

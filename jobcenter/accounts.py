@@ -16,9 +16,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from jobcenter import ratelimit
 from jobcenter.crypto import CredentialsUnreadable
 from jobcenter.models import ProviderAccount
+from jobcenter.sync import ratelimit
 from providers import PROVIDER_CLASSES, get_provider
 from providers.base import Provider, ProviderError, RateLimit
 from providers.http import RetryPolicy, redact

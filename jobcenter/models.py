@@ -272,7 +272,7 @@ class SyncRun(models.Model):
 
 
 class RateLimitBucket(models.Model):
-    """A token bucket shared by every worker process (jobcenter.ratelimit)."""
+    """A token bucket shared by every worker process (jobcenter.sync.ratelimit)."""
 
     key = models.CharField(max_length=200, unique=True)
     tokens = models.FloatField()

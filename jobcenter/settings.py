@@ -283,7 +283,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
-        "JobStatusEnum": "jobcenter.api.filters.STATUS_CHOICES",
+        "JobStatusEnum": "jobcenter.queries.filters.STATUS_CHOICES",
         "SyncOutcomeEnum": "jobcenter.models.SyncOutcome",
         "SyncTriggerEnum": "jobcenter.models.SyncTrigger",
         "AccountStatusEnum": "jobcenter.models.AccountStatus",
@@ -348,7 +348,7 @@ JOBCENTER_DEFAULT_SYNC_MINUTES = int(os.environ.get("JOBCENTER_DEFAULT_SYNC_MINU
 JOBCENTER_HEALTH_MAX_SYNC_AGE_MINUTES = int(
     os.environ.get("JOBCENTER_HEALTH_MAX_SYNC_AGE_MINUTES", "60")
 )
-# Retention (jobcenter.retention, `manage.py prune_snapshots`): snapshots observed more
+# Retention (jobcenter.sync.retention, `manage.py prune_snapshots`): snapshots observed more
 # than this many days ago are deleted, except each job's first and last (0: keep all).
 JOBCENTER_SNAPSHOT_RETENTION_DAYS = int(os.environ.get("JOBCENTER_SNAPSHOT_RETENTION_DAYS", "0"))
 # Snapshot ids per delete transaction: the longest a prune holds its locks.

@@ -18,7 +18,7 @@ from django_q.tasks import async_task
 
 from jobcenter import alerts
 from jobcenter.models import ProviderAccount, SyncTrigger
-from jobcenter.sync import sync_account
+from jobcenter.sync.engine import sync_account
 
 SCHEDULE_NAME = "jobcenter: dispatch due syncs"
 logger = logging.getLogger("jobcenter.tasks")

@@ -11,7 +11,7 @@ from django.db import connection
 from django.db.models import Count
 
 from jobcenter.models import Job, ProviderAccount
-from jobcenter.sync import sync_account
+from jobcenter.sync.engine import sync_account
 from providers.sandbox.client import SandboxClient
 from tests.factories import sandbox_account
 

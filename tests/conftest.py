@@ -30,7 +30,7 @@ def django_db_setup(django_db_setup: None) -> None:
     A bucket a previous run left nearly empty would otherwise slow this run's first
     requests.
     """
-    from jobcenter.ratelimit import sqlite_bucket_file
+    from jobcenter.sync.ratelimit import sqlite_bucket_file
 
     bucket_file = sqlite_bucket_file()
     if bucket_file:

@@ -18,9 +18,9 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from jobcenter import dashboard
 from jobcenter.exports import spreadsheet_safe
 from jobcenter.models import Job, JobError, JobSnapshot, SyncRun
+from jobcenter.queries import dashboard
 from tests.admin_support import plain_account, synced_world
 
 pytestmark = pytest.mark.django_db

@@ -29,7 +29,7 @@ from jobcenter.models import (
     ProviderAccount,
     SyncRun,
 )
-from jobcenter.sync import AccountSync, sync_account
+from jobcenter.sync.engine import AccountSync, sync_account
 from jobcenter.tasks import dispatch_due_syncs
 from providers.base import JobErrorRecord, JobRecord, Status
 from tests.factories import sandbox_account

@@ -17,7 +17,7 @@ from django.urls import reverse
 
 from jobcenter import alerts
 from jobcenter.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule, Job
-from jobcenter.sync import sync_account
+from jobcenter.sync.engine import sync_account
 from tests.factories import sandbox_account
 
 pytestmark = pytest.mark.django_db(transaction=True)

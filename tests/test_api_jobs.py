@@ -11,8 +11,8 @@ from django.db import connection
 from django.db.models import F
 from django.http import QueryDict
 
-from jobcenter.api.filters import ErrorFilter, JobFilter, SnapshotFilter, SyncRunFilter
 from jobcenter.models import Job, JobError, JobSnapshot, SyncRun
+from jobcenter.queries.filters import ErrorFilter, JobFilter, SnapshotFilter, SyncRunFilter
 from tests.api_support import (
     BASE_TIME,
     api_account,

@@ -8,8 +8,8 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from jobcenter.bulk import JSONText, insert_rows, returns_inserted_rows
 from jobcenter.models import JobError
+from jobcenter.sync.bulk import JSONText, insert_rows, returns_inserted_rows
 from tests.api_support import api_account, make_job
 
 pytestmark = pytest.mark.django_db

@@ -26,7 +26,7 @@ from django.urls import reverse
 from rest_framework.throttling import ScopedRateThrottle
 
 from jobcenter import exports
-from jobcenter.api.throttles import EXPORT_SCOPE
+from jobcenter.exports.throttle import EXPORT_SCOPE
 from jobcenter.models import Job, JobError, JobSnapshot
 from tests.api_support import (
     BASE_TIME,

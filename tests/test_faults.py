@@ -10,8 +10,8 @@ from django.db.models import Count, Sum
 from django.test import override_settings
 
 from jobcenter.models import Job, JobSnapshot, SyncRun
-from jobcenter.sync import sync_account
-from jobcenter.tracking import track_job
+from jobcenter.sync.engine import sync_account
+from jobcenter.sync.tracking import track_job
 from providers.base import BadResponse, TransientError
 from providers.fullstory import FullstoryProvider
 from providers.http import RetryPolicy

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from jobcenter.gcpolicy import SYNC_GEN0_THRESHOLD, fewer_collections
-from jobcenter.sync import sync_account
+from jobcenter.sync.engine import sync_account
+from jobcenter.sync.gcpolicy import SYNC_GEN0_THRESHOLD, fewer_collections
 from tests.factories import sandbox_account
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from jobcenter.prefetch import prefetched
+from jobcenter.sync.prefetch import prefetched
 
 
 def test_pages_arrive_in_order_and_an_error_after_the_pages_before_it() -> None:

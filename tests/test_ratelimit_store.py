@@ -10,8 +10,8 @@ import pytest
 from django.db import connection, connections, transaction
 
 from jobcenter.models import ProviderAccount
-from jobcenter.ratelimit import SqliteFileTokenBucketStore, bucket_store
 from jobcenter.sqlite_engine.checkpoints import background_checkpoints
+from jobcenter.sync.ratelimit import SqliteFileTokenBucketStore, bucket_store
 
 sqlite_only = pytest.mark.skipif(
     connection.vendor != "sqlite", reason="SQLite's single write lock and its WAL"

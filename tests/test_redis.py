@@ -85,7 +85,7 @@ def test_a_qcluster_on_the_redis_broker_runs_a_sync_queued_by_another_process(
 # what it is told to wait, and prints the times it was allowed to send.
 TAKER = """
 import json, time
-from jobcenter.ratelimit import RedisTokenBucketStore, bucket_store
+from jobcenter.sync.ratelimit import RedisTokenBucketStore, bucket_store
 store = bucket_store()
 assert isinstance(store, RedisTokenBucketStore), store
 time.sleep(max(0.0, {start} - time.time()))
@@ -139,7 +139,7 @@ def test_health_pings_the_redis_broker_and_counts_its_queue(client: Client, redi
 
 def test_redis_store_refills_at_the_rate() -> None:
     """The store alone: a burst of `capacity`, then one token per 1/rate seconds."""
-    from jobcenter.ratelimit import RedisTokenBucketStore
+    from jobcenter.sync.ratelimit import RedisTokenBucketStore
 
     store = RedisTokenBucketStore(TEST_REDIS_URL, prefix=f"test:{uuid.uuid4().hex}:")
     waits = [store.take("k", 10.0, 3) for _ in range(5)]

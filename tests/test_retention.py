@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from bench.seed import seed
 from jobcenter.models import Job, JobSnapshot, ProviderAccount
-from jobcenter.retention import prune_snapshots
+from jobcenter.sync.retention import prune_snapshots
 
 
 def make_job(name: str = "a") -> Job:

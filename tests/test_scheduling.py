@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from jobcenter.models import Job, ProviderAccount, SyncRun
-from jobcenter.sync import sync_account
+from jobcenter.sync.engine import sync_account
 from jobcenter.tasks import dispatch_due_syncs, ensure_schedule
 from tests.factories import local_jobs, sandbox_account
 from tests.processes import start_command, stop, wait_for

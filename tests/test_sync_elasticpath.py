@@ -10,7 +10,7 @@ from django.test import override_settings
 from django.urls import reverse
 
 from jobcenter.models import Job, JobError
-from jobcenter.sync import sync_account
+from jobcenter.sync.engine import sync_account
 from providers.elasticpath import ElasticPathProvider
 from tests.factories import local_jobs, sandbox_account
 from tests.leaks import assert_secret_nowhere

@@ -12,9 +12,9 @@ from django.db import connection, connections, transaction
 from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 
-from jobcenter import sync
 from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun
-from jobcenter.sync import AccountSync, sync_account
+from jobcenter.sync import engine as sync
+from jobcenter.sync.engine import AccountSync, sync_account
 from providers.base import JobErrorRecord, JobRecord, Status
 from providers.klaviyo import KlaviyoProvider
 from tests.factories import local_jobs, sandbox_account

@@ -10,8 +10,8 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 
 from jobcenter.models import Job, JobError
-from jobcenter.sync import sync_account
-from jobcenter.tracking import track_job
+from jobcenter.sync.engine import sync_account
+from jobcenter.sync.tracking import track_job
 from tests.factories import create_fullstory_batch, events, sandbox_account, users
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -21,9 +21,9 @@ from jobcenter.accounts import (
     validate_base_url,
     validate_credentials,
 )
-from jobcenter.api.filters import find_account_id
 from jobcenter.crypto import CredentialsUnreadable
 from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun
+from jobcenter.queries.filters import find_account_id
 from providers import PROVIDER_CLASSES, get_provider
 
 EMBEDDED_ROWS = 20
@@ -150,7 +150,7 @@ class JobDetailSerializer(JobSerializer):
 
 
 class TrackJobSerializer(serializers.Serializer):
-    """Input of POST jobs/track/; `jobcenter.tracking.track_job` does the checking."""
+    """Input of POST jobs/track/; `jobcenter.sync.tracking.track_job` does the checking."""
 
     account = serializers.CharField(max_length=100, help_text="Account id or name.")
 

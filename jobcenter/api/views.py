@@ -1,7 +1,7 @@
 """API views: thin classes over the FilterSets, the serializers and the services.
 
 Filtering is in `filters.py` (shared with exports), paging in `pagination.py`, account
-checks in `jobcenter.accounts`, tracking in `jobcenter.tracking`, syncing in
+checks in `jobcenter.accounts`, tracking in `jobcenter.sync.tracking`, syncing in
 `jobcenter.tasks`. Views pick the queryset, the permission and the status code.
 """
 
@@ -32,12 +32,13 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from jobcenter import exports
 from jobcenter.accounts import check_connection
-from jobcenter.api import filters, serializers
+from jobcenter.api import serializers
 from jobcenter.api.permissions import CanExport, ModelPermissions
-from jobcenter.api.throttles import EXPORT_SCOPE
+from jobcenter.exports.throttle import EXPORT_SCOPE
 from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun, SyncTrigger
+from jobcenter.queries import filters
+from jobcenter.sync.tracking import track_job
 from jobcenter.tasks import enqueue_sync
-from jobcenter.tracking import track_job
 
 # Any id text reaches the view (a JSON 404 for "abc", not Django's HTML page).
 LOOKUP_REGEX = r"[^/]+"

@@ -1,5 +1,5 @@
 """Template filters and the dashboard tag for the admin templates (thin: the work is in
-`jobcenter.display`, `jobcenter.dashboard` and `jobcenter.charts`)."""
+`jobcenter.admin.display`, `jobcenter.queries.dashboard` and `jobcenter.admin.charts`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 from django import template
 from django.utils.safestring import SafeString
 
-from jobcenter import charts, display
-from jobcenter.dashboard import build_dashboard
+from jobcenter.admin import charts, display
 from jobcenter.models import Job
+from jobcenter.queries.dashboard import build_dashboard
 
 register = template.Library()
 

@@ -24,8 +24,8 @@ from django.utils import timezone
 
 from jobcenter import alerts
 from jobcenter.models import AlertChannel, ProviderAccount, SyncTrigger
-from jobcenter.sync import sync_account
-from jobcenter.tracking import track_job
+from jobcenter.sync.engine import sync_account
+from jobcenter.sync.tracking import track_job
 from providers import get_provider
 from providers.sandbox.client import SandboxClient, start_sandbox, stop_sandbox
 

@@ -1,6 +1,6 @@
 """`manage.py prune_snapshots [--days N]`: delete old history, keep each job's ends.
 
-Run it daily (cron, a django-q2 Schedule, a Kubernetes CronJob); see jobcenter.retention.
+Run it daily (cron, a django-q2 Schedule, a Kubernetes CronJob); see jobcenter.sync.retention.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from jobcenter.retention import PruneResult, prune_snapshots
+from jobcenter.sync.retention import PruneResult, prune_snapshots
 
 
 class Command(BaseCommand):

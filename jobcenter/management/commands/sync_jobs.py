@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobcenter.models import ProviderAccount, SyncOutcome, SyncTrigger
-from jobcenter.sync import sync_account
+from jobcenter.sync.engine import sync_account
 
 OK_OUTCOMES = {SyncOutcome.SUCCEEDED, SyncOutcome.PARTIAL}
 

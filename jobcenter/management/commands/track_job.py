@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobcenter.management.errors import format_validation_error
-from jobcenter.tracking import track_job
+from jobcenter.sync.tracking import track_job
 
 
 class Command(BaseCommand):

@@ -21,7 +21,7 @@ from django.http import Http404, HttpRequest, HttpResponseBase, HttpResponseRedi
 from django.urls import URLPattern, path, reverse
 
 from jobcenter import exports
-from jobcenter.api.throttles import export_wait
+from jobcenter.exports.throttle import export_wait
 
 
 class ExportAdminMixin:

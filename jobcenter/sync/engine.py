@@ -34,9 +34,7 @@ from django.utils.dateparse import parse_datetime
 
 from jobcenter import alerts
 from jobcenter.accounts import build_provider
-from jobcenter.bulk import JSONText, insert_rows, returns_inserted_rows
 from jobcenter.crypto import CredentialsUnreadable
-from jobcenter.gcpolicy import fewer_collections
 from jobcenter.models import (
     AccountStatus,
     Job,
@@ -47,8 +45,10 @@ from jobcenter.models import (
     SyncRun,
     SyncTrigger,
 )
-from jobcenter.prefetch import prefetched
 from jobcenter.sqlite_engine.checkpoints import background_checkpoints
+from jobcenter.sync.bulk import JSONText, insert_rows, returns_inserted_rows
+from jobcenter.sync.gcpolicy import fewer_collections
+from jobcenter.sync.prefetch import prefetched
 from providers.base import (
     FAILED_STATUSES,
     AccessDenied,

@@ -2,7 +2,7 @@
 
 One module for the three ways in (the API's /api/v1/exports/, the admin's export links
 and actions, `manage.py export_jobs`), so a file looks the same whichever way staff
-asked for it, and the filters are the list endpoints' own (`jobcenter.api.filters`).
+asked for it, and the filters are the list endpoints' own (`jobcenter.queries.filters`).
 
 An export of a million rows must neither time out nor fill memory, so rows are read by
 keyset pagination: chunks of CHUNK_SIZE rows, `WHERE (key, id) > last` over the
@@ -48,9 +48,9 @@ from django.http import QueryDict, StreamingHttpResponse
 from django.utils import timezone
 from django_filters import FilterSet
 
-from jobcenter.api.filters import ErrorFilter, JobFilter, SnapshotFilter
-from jobcenter.api.pagination import ordering_key, segments_after
 from jobcenter.models import Job, JobError, JobSnapshot
+from jobcenter.queries.filters import ErrorFilter, JobFilter, SnapshotFilter
+from jobcenter.queries.keyset import ordering_key, segments_after
 
 CHUNK_SIZE = 5000
 EXPORT_PERMISSION = "jobcenter.export_job"

@@ -1,7 +1,7 @@
 """Geometry of the dashboard's SVG charts; the templates draw them.
 
 Templates cannot do arithmetic, so the coordinates are computed here from the figures
-`jobcenter.dashboard` selects. No JavaScript and no chart library: the SVG is plain
+`jobcenter.queries.dashboard` selects. No JavaScript and no chart library: the SVG is plain
 markup with a <title>, a <desc> and a data table beside it for screen readers.
 """
 
@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from jobcenter.dashboard import DayCount, KindFailureRate, ProviderStatusRow
+from jobcenter.queries.dashboard import DayCount, KindFailureRate, ProviderStatusRow
 
 
 def nice_ceiling(value: int) -> int:

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 
 from jobcenter.accounts import clean_rate_limits, validate_base_url, validate_credentials
 from jobcenter.models import ProviderAccount
-from jobcenter.tracking import track_job
+from jobcenter.sync.tracking import track_job
 from providers import PROVIDER_CLASSES, get_provider
 
 

@@ -3,7 +3,7 @@
 The job list never counts a whole large table and never loads payloads; the job page
 shows the normalized fields, the timeline of snapshots, paged errors and the raw payload;
 the account page has "test connection", "sync now" and its recent runs. The dashboard
-at the admin index is `templates/admin/index.html` over `jobcenter.dashboard`.
+at the admin index is `templates/admin/index.html` over `jobcenter.queries.dashboard`.
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from jobcenter import dashboard, display, exports
 from jobcenter.accounts import check_connection
-from jobcenter.admin_exports import ExportAdminMixin
-from jobcenter.api.filters import search_jobs
-from jobcenter.forms import ProviderAccountForm, TrackJobForm
+from jobcenter.admin import display
+from jobcenter.admin.exports import ExportAdminMixin
+from jobcenter.admin.forms import ProviderAccountForm, TrackJobForm
+from jobcenter.exports import EXPORTS
 from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun, SyncTrigger
+from jobcenter.queries import dashboard
+from jobcenter.queries.filters import search_jobs
 from jobcenter.tasks import enqueue_sync
 from providers import PROVIDER_CLASSES, get_provider, provider_choices
 
@@ -614,7 +616,7 @@ class JobAdmin(ExportAdminMixin, admin.ModelAdmin):
             raise PermissionDenied
         return self.export_response(
             request,
-            exports.EXPORTS["snapshots"],
+            EXPORTS["snapshots"],
             JobSnapshot.objects.filter(job=job),
             "csv",
             ordering=("observed_at", "id"),

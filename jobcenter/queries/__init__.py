@@ -1,0 +1,1 @@
+"""Queries shared by the admin, the API and exports: filters, keyset order, dashboard."""
