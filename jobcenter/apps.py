@@ -17,6 +17,4 @@ class JobCenterConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from jobcenter.admin import alerts as admin_alerts  # noqa: F401  (registers the alert models' admin)
-
         post_migrate.connect(create_cache_table, sender=self)

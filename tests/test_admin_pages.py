@@ -18,7 +18,7 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from jobcenter.exports import spreadsheet_safe
+from jobcenter.exports.columns import spreadsheet_safe
 from jobcenter.models import Job, JobError, JobSnapshot, SyncRun
 from jobcenter.queries import dashboard
 from tests.admin_support import plain_account, synced_world

@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from jobcenter.admin import CappedCountPaginator
+from jobcenter.admin.common import CappedCountPaginator
 from jobcenter.models import Job
 from tests.admin_support import plain_account, seed_jobs
 

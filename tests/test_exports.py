@@ -25,7 +25,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.throttling import ScopedRateThrottle
 
-from jobcenter import exports
+from jobcenter.exports import columns, specs, stream
 from jobcenter.exports.throttle import EXPORT_SCOPE
 from jobcenter.models import Job, JobError, JobSnapshot
 from tests.api_support import (
@@ -73,7 +73,7 @@ RAW = {"jobs": "payload", "snapshots": "payload", "errors": "raw"}
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(exports, "CHUNK_SIZE", SMALL_CHUNK)
+    monkeypatch.setattr(stream, "CHUNK_SIZE", SMALL_CHUNK)
     cache.clear()  # throttle counters
 
 
@@ -148,7 +148,7 @@ def as_cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return exports.spreadsheet_safe(value) if isinstance(value, str) else str(value)
+    return columns.spreadsheet_safe(value) if isinstance(value, str) else str(value)
 
 
 # --- the API ------------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def test_csv_and_ndjson_hold_exactly_the_rows_the_list_endpoint_returns(
     client = token_client(make_user("superuser"))
     listed = all_pages(client, f"{V1}/{what}/?page_size=3&{query}")
     assert listed or query, "the unfiltered lists are not empty"
-    spec = exports.EXPORTS[what]
+    spec = specs.EXPORTS[what]
     fields = API_FIELDS[what] or spec.header()
 
     text = body(client.get(f"{V1}/exports/{what}.csv?{query}"))
@@ -265,7 +265,7 @@ def test_downloads_are_named_for_what_and_when_and_bad_filters_are_400(
     assert set(bad.json()) == {"status", "created_after"}
 
 
-URLS = [f"{V1}/exports/{what}.{fmt}" for what in exports.EXPORTS for fmt in exports.FORMATS]
+URLS = [f"{V1}/exports/{what}.{fmt}" for what in specs.EXPORTS for fmt in specs.FORMATS]
 
 
 def test_exports_need_the_export_permission_besides_the_view_permission(
@@ -450,8 +450,8 @@ def test_command_writes_the_same_rows_with_the_same_filters(
         stderr=io.StringIO(),
     )
     rows = csv_rows(out.read_text(encoding="utf-8"))
-    expected = exports.filtered(
-        exports.EXPORTS["jobs"], QueryDict("status=failed&account=EP+main")
+    expected = specs.filtered(
+        specs.EXPORTS["jobs"], QueryDict("status=failed&account=EP+main")
     ).values_list("id", flat=True)
     assert [int(row["id"]) for row in rows] == list(expected)
     assert rows and {row["status"] for row in rows} == {"failed"}
@@ -482,11 +482,11 @@ def test_command_writes_the_same_rows_with_the_same_filters(
 
 
 def test_each_chunk_is_one_query_and_the_header_comes_before_any(world: dict[str, Any]) -> None:
-    spec = exports.EXPORTS["snapshots"]
-    queryset = exports.filtered(spec, QueryDict())
+    spec = specs.EXPORTS["snapshots"]
+    queryset = specs.filtered(spec, QueryDict())
     total = queryset.count()
     with CaptureQueriesContext(connection) as captured:
-        blocks = exports.export_chunks(spec, "csv", queryset, chunk_size=3)
+        blocks = stream.export_chunks(spec, "csv", queryset, chunk_size=3)
         header = next(blocks)
         assert len(captured) == 0  # the header needs no rows (account names come joined)
         assert header.decode("utf-8-sig").startswith("id,job,observed_at,")
@@ -515,13 +515,13 @@ def seed_jobs(account: Any, count: int, start: int) -> None:
     )
 
 
-def peak_bytes(spec: exports.ExportSpec, fmt: str) -> tuple[int, int]:
+def peak_bytes(spec: specs.ExportSpec, fmt: str) -> tuple[int, int]:
     """Peak Python allocation while streaming the whole export, and its size."""
-    queryset = exports.filtered(spec, QueryDict())
+    queryset = specs.filtered(spec, QueryDict())
     tracemalloc.start()
     try:
         size = sum(
-            len(block) for block in exports.export_chunks(spec, fmt, queryset, chunk_size=500)
+            len(block) for block in stream.export_chunks(spec, fmt, queryset, chunk_size=500)
         )
         return tracemalloc.get_traced_memory()[1], size
     finally:
@@ -530,7 +530,7 @@ def peak_bytes(spec: exports.ExportSpec, fmt: str) -> tuple[int, int]:
 
 def test_streaming_memory_does_not_grow_with_the_number_of_rows() -> None:
     account = api_account()
-    spec = exports.EXPORTS["jobs"]
+    spec = specs.EXPORTS["jobs"]
     seed_jobs(account, 2_000, 0)
     small_peak, small_size = peak_bytes(spec, "ndjson")
     seed_jobs(account, 8_000, 2_000)
@@ -541,7 +541,7 @@ def test_streaming_memory_does_not_grow_with_the_number_of_rows() -> None:
 
 
 @pytest.mark.parametrize("what", ["jobs", "snapshots", "errors"])
-@pytest.mark.parametrize("fmt", exports.FORMATS)
+@pytest.mark.parametrize("fmt", specs.FORMATS)
 def test_cells_the_database_writes_equal_the_python_rules(
     world: dict[str, Any], what: str, fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -558,11 +558,11 @@ def test_cells_the_database_writes_equal_the_python_rules(
             external_id=f"={text}",
             raw={"text": text},
         )
-    spec = exports.EXPORTS[what]
-    queryset = exports.filtered(spec, QueryDict())
-    in_sql = b"".join(exports.export_chunks(spec, fmt, queryset, chunk_size=4))
-    monkeypatch.setattr(exports.UtcText, "VENDORS", ())
-    in_python = b"".join(exports.export_chunks(spec, fmt, queryset, chunk_size=4))
+    spec = specs.EXPORTS[what]
+    queryset = specs.filtered(spec, QueryDict())
+    in_sql = b"".join(stream.export_chunks(spec, fmt, queryset, chunk_size=4))
+    monkeypatch.setattr(columns.UtcText, "VENDORS", ())
+    in_python = b"".join(stream.export_chunks(spec, fmt, queryset, chunk_size=4))
     assert in_sql == in_python
     if fmt == "csv":
         assert len(csv_rows(in_sql.decode())) == queryset.count()
@@ -573,23 +573,23 @@ def test_chunks_ordered_by_a_text_column_resume_from_the_stored_value(
 ) -> None:
     """An admin export may be ordered by any column; a chunk that ends on a quoted cell
     ('=1+1 written for =1+1) must resume after the stored value, not the written one."""
-    spec = exports.EXPORTS["jobs"]
+    spec = specs.EXPORTS["jobs"]
     queryset = Job.objects.order_by("provider_status", "id")
     expected = list(queryset.values_list("id", "provider_status"))
     assert any(status.startswith("=") for _, status in expected)
     for chunk_size in (1, 2, 3):
-        blocks = exports.export_chunks(spec, "csv", queryset, chunk_size=chunk_size)
+        blocks = stream.export_chunks(spec, "csv", queryset, chunk_size=chunk_size)
         # Bounded: resuming from the written cell would read the same rows again forever.
         text = b"".join(itertools.islice(blocks, len(expected) + 2))
         rows = csv_rows(text.decode())
         assert [(int(row["id"]), row["provider_status"]) for row in rows] == [
-            (pk, exports.spreadsheet_safe(status)) for pk, status in expected
+            (pk, columns.spreadsheet_safe(status)) for pk, status in expected
         ]
 
 
 def test_a_csv_line_of_more_cells_than_postgresql_takes_is_refused_clearly() -> None:
     from django.db.models import F
 
-    exports.CsvLine(*[F("id")] * exports.CsvLine.MAX_CELLS)
+    columns.CsvLine(*[F("id")] * columns.CsvLine.MAX_CELLS)
     with pytest.raises(ValueError, match="at most 99 cells, not 100"):
-        exports.CsvLine(*[F("id")] * 100)
+        columns.CsvLine(*[F("id")] * 100)

@@ -20,24 +20,25 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponseBase, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 
-from jobcenter import exports
+from jobcenter.exports.specs import EXPORTS, FORMATS, ExportSpec, can_export, default_ordering
+from jobcenter.exports.stream import streaming_response
 from jobcenter.exports.throttle import export_wait
 
 
 class ExportAdminMixin:
     """Export links and actions for a ModelAdmin whose model `export_name` exports."""
 
-    export_name: ClassVar[str]  # a key of exports.EXPORTS
+    export_name: ClassVar[str]  # a key of EXPORTS
     opts: Any
     admin_site: Any
 
     @property
-    def export_spec(self) -> exports.ExportSpec:
-        return exports.EXPORTS[self.export_name]
+    def export_spec(self) -> ExportSpec:
+        return EXPORTS[self.export_name]
 
     def has_export_permission(self, request: HttpRequest) -> bool:
         """Used by the links, the views and the `export` action permission."""
-        return exports.can_export(request.user, self.export_spec)
+        return can_export(request.user, self.export_spec)
 
     def get_urls(self) -> list[URLPattern]:
         name = f"{self.opts.app_label}_{self.opts.model_name}_export"
@@ -56,7 +57,7 @@ class ExportAdminMixin:
 
     def export_view(self, request: HttpRequest, fmt: str) -> HttpResponseBase:
         """Exactly the rows the list shows for these filters and search, every page."""
-        if fmt not in exports.FORMATS:
+        if fmt not in FORMATS:
             raise Http404("No such export format.")
         if not self.has_export_permission(request):
             raise PermissionDenied
@@ -77,7 +78,7 @@ class ExportAdminMixin:
     def export_response(
         self,
         request: HttpRequest,
-        spec: exports.ExportSpec,
+        spec: ExportSpec,
         queryset: QuerySet,
         fmt: str,
         *,
@@ -102,8 +103,8 @@ class ExportAdminMixin:
             return HttpResponseRedirect(
                 back or self._changelist_url() + (f"?{query}" if query else "")
             )
-        ordered = queryset.order_by(*(ordering or exports.default_ordering(spec)))
-        return exports.streaming_response(spec, fmt, ordered, label=label)
+        ordered = queryset.order_by(*(ordering or default_ordering(spec)))
+        return streaming_response(spec, fmt, ordered, label=label)
 
     def _changelist_url(self) -> str:
         return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")

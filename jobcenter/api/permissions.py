@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rest_framework.permissions import BasePermission, DjangoModelPermissions
 
-from jobcenter.exports import EXPORT_PERMISSION
+from jobcenter.exports.specs import EXPORT_PERMISSION
 
 if TYPE_CHECKING:  # rest_framework.views imports the permission classes from settings
     from rest_framework.request import Request

@@ -1,8 +1,9 @@
 """API views: thin classes over the FilterSets, the serializers and the services.
 
-Filtering is in `filters.py` (shared with exports), paging in `pagination.py`, account
-checks in `jobcenter.accounts`, tracking in `jobcenter.sync.tracking`, syncing in
-`jobcenter.tasks`. Views pick the queryset, the permission and the status code.
+Filtering is in `jobcenter.queries.filters` (shared with exports), paging in
+`pagination.py`, account checks in `jobcenter.accounts`, tracking in
+`jobcenter.sync.tracking`, syncing in `jobcenter.tasks`. Views pick the queryset, the
+permission and the status code.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
-from jobcenter import exports
 from jobcenter.accounts import check_connection
 from jobcenter.api import serializers
 from jobcenter.api.permissions import CanExport, ModelPermissions
+from jobcenter.exports.specs import EXPORTS, ExportSpec
+from jobcenter.exports.stream import CONTENT_TYPES, streaming_response
 from jobcenter.exports.throttle import EXPORT_SCOPE
 from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun, SyncTrigger
 from jobcenter.queries import filters
@@ -292,7 +294,7 @@ class JsonOnlyNegotiation(BaseContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-def export_schema(spec: exports.ExportSpec, fmt: str) -> Any:
+def export_schema(spec: ExportSpec, fmt: str) -> Any:
     what = {"jobs": "Jobs", "snapshots": "Snapshots (jobs' history)", "errors": "Error records"}
     row = "a CSV row" if fmt == "csv" else "a JSON line with the raw provider JSON"
     return extend_schema(
@@ -303,7 +305,7 @@ def export_schema(spec: exports.ExportSpec, fmt: str) -> Any:
         "the view permission; counts against the export throttle. Columns: README.md.",
         filters=True,
         responses={
-            (200, exports.CONTENT_TYPES[fmt].split(";")[0]): OpenApiResponse(
+            (200, CONTENT_TYPES[fmt].split(";")[0]): OpenApiResponse(
                 OpenApiTypes.STR, description="The file, streamed."
             ),
         },
@@ -313,7 +315,7 @@ def export_schema(spec: exports.ExportSpec, fmt: str) -> Any:
 class ExportView(generics.GenericAPIView):
     """One export (what and format set per URL); thin over jobcenter.exports."""
 
-    spec: ClassVar[exports.ExportSpec]
+    spec: ClassVar[ExportSpec]
     fmt = "csv"  # set by as_view(fmt=...)
     permission_classes: ClassVar[list] = [IsAdminUser, ModelPermissions, CanExport]
     throttle_classes: ClassVar[list] = [ScopedRateThrottle]
@@ -328,12 +330,12 @@ class ExportView(generics.GenericAPIView):
     def get(self, request: Request) -> Any:
         # DjangoFilterBackend: a bad filter value is a 400 with field errors.
         queryset = self.filter_queryset(self.get_queryset())
-        return exports.streaming_response(self.spec, self.fmt, queryset)
+        return streaming_response(self.spec, self.fmt, queryset)
 
 
 def export_view(name: str, fmt: str) -> Any:
     """The view of one export URL: a class per (what, format), each with its own schema."""
-    spec = exports.EXPORTS[name]
+    spec = EXPORTS[name]
 
     def get(self: ExportView, request: Request) -> Any:
         return ExportView.get(self, request)

@@ -17,7 +17,8 @@ from typing import IO, Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.http import QueryDict
 
-from jobcenter import exports
+from jobcenter.exports.specs import EXPORTS, FORMATS, ExportSpec, FilterError, filtered
+from jobcenter.exports.stream import export_chunks
 
 # Flags for the filters used most; every other one through --filter NAME=VALUE.
 FLAGS = {
@@ -79,8 +80,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--what", choices=list(exports.EXPORTS), default="jobs")
-        parser.add_argument("--format", choices=exports.FORMATS, default="csv", dest="fmt")
+        parser.add_argument("--what", choices=list(EXPORTS), default="jobs")
+        parser.add_argument("--format", choices=FORMATS, default="csv", dest="fmt")
         parser.add_argument("-o", "--output", help="file to write (default: stdout)")
         for name, text in FLAGS.items():
             parser.add_argument(
@@ -101,24 +102,24 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        spec = exports.EXPORTS[options["what"]]
+        spec = EXPORTS[options["what"]]
         query = self.query(spec, options)
         try:
-            queryset = exports.filtered(spec, query)
-        except exports.FilterError as exc:
+            queryset = filtered(spec, query)
+        except FilterError as exc:
             raise CommandError(f"invalid filter: {exc}") from None
         show = not options["no_progress"] and sys.stderr.isatty()
         progress = Progress(
             sys.stderr if show else None, queryset.order_by().count() if show else None
         )
         with self.output(options["output"]) as out:
-            for block in exports.export_chunks(spec, options["fmt"], queryset, on_rows=progress):
+            for block in export_chunks(spec, options["fmt"], queryset, on_rows=progress):
                 out.write(block)
         progress.finish()
         if options["output"]:
             self.stderr.write(f"{progress.rows:,} rows written to {options['output']}")
 
-    def query(self, spec: exports.ExportSpec, options: dict[str, Any]) -> QueryDict:
+    def query(self, spec: ExportSpec, options: dict[str, Any]) -> QueryDict:
         """The flags and --filter pairs as the QueryDict the list endpoint would get."""
         query = QueryDict(mutable=True)
         known = set(spec.filterset.base_filters)
