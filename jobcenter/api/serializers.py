@@ -22,6 +22,7 @@ from jobcenter.accounts import (
     validate_credentials,
 )
 from jobcenter.crypto import CredentialsUnreadable
+from jobcenter.exports.columns import JOB_COLUMNS
 from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun
 from jobcenter.queries.filters import find_account_id
 from providers import PROVIDER_CLASSES, get_provider
@@ -42,34 +43,9 @@ def drf_error(exc: DjangoValidationError, field: str | None = None) -> serialize
 
 # --- jobs, snapshots, errors ------------------------------------------------------------
 
-JOB_FIELDS = [
-    "id",
-    "account",
-    "account_name",
-    "provider",
-    "kind",
-    "external_id",
-    "status",
-    "provider_status",
-    "total_count",
-    "completed_count",
-    "failed_count",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "updated_at",
-    "expires_at",
-    "first_seen_at",
-    "last_seen_at",
-    "last_changed_at",
-    "last_checked_at",
-    "is_terminal",
-    "gone_at",
-    "gone_reason",
-    "tracked",
-    "errors_fetched_at",
-    "error_count",
-]
+# Declared once with the exports (`jobcenter.exports.columns.JOB_COLUMNS`), so a job
+# has the same fields in the API's JSON as in an exported file, in the same order.
+JOB_FIELDS = [column.name for column in JOB_COLUMNS]
 
 
 class JobSerializer(serializers.ModelSerializer):

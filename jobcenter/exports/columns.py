@@ -9,7 +9,8 @@ with JSON types, plus the raw provider payload (`payload`, or `raw` for error re
 
 On SQLite and PostgreSQL the database writes the CSV cells itself (the expressions
 below), so a CSV chunk goes out as fetched; the Python converters are the same rules for
-any other database.
+any other database. JOB_COLUMNS is also the API's job field list (`JobSerializer`): the
+job columns are declared here once.
 """
 
 from __future__ import annotations
@@ -215,6 +216,8 @@ def _columns(spec: str, prefix: str = "", rename: Callable[[str], str] = str) ->
     return result
 
 
+# Also the API's job fields, in this order (its JobSerializer reads them here): a job
+# reads the same in the API's JSON and in an exported file.
 JOB_COLUMNS = [
     Column("id", "id", NUMBER),
     Column("account", "account_id", NUMBER),
