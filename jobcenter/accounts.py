@@ -1,4 +1,5 @@
-"""Account services: where credentials may go, and a provider bound to an account.
+"""Account services: where credentials may go, how typed ones meet the stored ones, and
+a provider bound to an account.
 
 Every path that creates or uses an account (admin, API, commands, sync) goes through
 here, so the rule "credentials only to the provider's documented hosts" has one home.
@@ -94,6 +95,45 @@ def validate_credentials(provider_slug: str, credentials: Mapping[str, object]) 
     if errors:
         raise ValidationError(errors)
     return cleaned
+
+
+UNREADABLE_CREDENTIAL = (
+    "The stored {label} cannot be decrypted with the keys in JOBCENTER_FERNET_KEYS "
+    "(it was written with another key): type it again, or restore that key."
+)
+
+
+def merge_credentials(
+    account: ProviderAccount | None, provider_slug: str, typed: Mapping[str, str]
+) -> dict[str, str]:
+    """Typed credentials over the account's stored ones, checked: the admin form's and the
+    API's one rule, so an account edited either way ends up the same.
+
+    A blank or missing typed value keeps the stored one, while the provider stays the same
+    (another provider's stored fields mean nothing to the new one). Stored credentials that
+    cannot be decrypted count as none stored: each required field left blank is then a
+    field error saying why, never a crash, and typing them all again replaces the blob.
+    Raises ValidationError mapping credential field names to messages.
+    """
+    provider = get_provider(provider_slug)
+    stored: dict[str, str] = {}
+    unreadable = False
+    if account is not None and account.pk is not None and account.provider == provider_slug:
+        try:
+            stored = account.get_credentials()
+        except CredentialsUnreadable:
+            unreadable = True
+    merged: dict[str, object] = {f.name: stored.get(f.name, "") for f in provider.credential_fields}
+    merged.update({name: value for name, value in typed.items() if value and value.strip()})
+    try:
+        return validate_credentials(provider_slug, merged)
+    except ValidationError as exc:
+        errors = exc.message_dict
+    if unreadable:
+        for field in provider.credential_fields:
+            if field.required and not str(merged[field.name]).strip():
+                errors[field.name] = [UNREADABLE_CREDENTIAL.format(label=field.label)]
+    raise ValidationError(errors)
 
 
 def create_account(

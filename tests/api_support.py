@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography.fernet import Fernet
 from django.contrib.auth.models import Permission, User
+from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -65,6 +67,17 @@ def api_account(name: str = "EP main", **kwargs: Any) -> ProviderAccount:
         {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
         **kwargs,
     )
+
+
+def make_unreadable(account: ProviderAccount) -> str:
+    """Store the account's credentials under a key Job Center does not hold (a lost key).
+
+    Returns the stored blob, to tell that a refused edit left it as it was.
+    """
+    with override_settings(JOBCENTER_FERNET_KEYS=[Fernet.generate_key().decode()]):
+        account.set_credentials({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
+    account.save(update_fields=["credentials_encrypted", "credentials_hint"])
+    return account.credentials_encrypted
 
 
 def make_job(account: ProviderAccount, number: int, **fields: Any) -> Job:

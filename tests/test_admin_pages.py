@@ -22,6 +22,7 @@ from jobcenter.exports.columns import spreadsheet_safe
 from jobcenter.models import Job, JobError, JobSnapshot, SyncRun
 from jobcenter.queries import dashboard
 from tests.admin_support import plain_account, synced_world
+from tests.api_support import api_account, make_unreadable
 
 pytestmark = pytest.mark.django_db
 
@@ -296,6 +297,44 @@ def test_sync_now_and_test_connection_buttons_answer_on_the_account_page(
     assert "Sync queued for Klaviyo main" in html
     assert html.count('class="jc-run"') == 3
     assert SyncRun.objects.filter(account=account, trigger="manual").count() == 3
+
+
+def test_account_form_over_unreadable_stored_credentials_is_a_field_error(
+    admin_client: Client,
+) -> None:
+    """Stored credentials written with a lost key: the form shows the error on each blank
+    credential it would keep (the API's rule, `merge_credentials`), never a 500; typing
+    them all again replaces them."""
+    account = api_account()
+    stored = make_unreadable(account)
+    change = reverse("admin:jobcenter_provideraccount_change", args=[account.pk])
+    page(admin_client, change)  # the page opens: it shows the hint, never decrypts
+    form = {
+        "name": account.name,
+        "provider": "elasticpath",
+        "base_url": "",
+        "enabled": "on",
+        "sync_interval_minutes": "5",
+        "rate_limits": "{}",
+        "credential__elasticpath__client_id": "new-client-id",
+        "credential__elasticpath__client_secret": "",
+    }
+    response = admin_client.post(change, form)
+    assert response.status_code == 200, response.content[:500]
+    errors = response.context["adminform"].form.errors
+    assert list(errors) == ["credential__elasticpath__client_secret"]
+    assert "cannot be decrypted" in errors["credential__elasticpath__client_secret"][0]
+    assert "cannot be decrypted" in response.content.decode()
+    account.refresh_from_db()
+    assert account.credentials_encrypted == stored
+
+    form["credential__elasticpath__client_secret"] = "new-secret-0000abcd"
+    assert admin_client.post(change, form).status_code == 302
+    account.refresh_from_db()
+    assert account.get_credentials() == {
+        "client_id": "new-client-id",
+        "client_secret": "new-secret-0000abcd",
+    }
 
 
 def test_view_only_staff_see_pages_but_cannot_sync_refresh_or_test(sandbox: Any) -> None:

@@ -17,6 +17,7 @@ from tests.api_support import (
     CLIENT_SECRET,
     SECRETS,
     api_account,
+    make_unreadable,
     make_user,
     seed_history,
     token_client,
@@ -146,6 +147,35 @@ def test_patch_switching_provider_needs_that_providers_credentials(client: Any) 
     assert "credentials" in response.json()
     account.refresh_from_db()
     assert account.provider == "elasticpath"
+
+
+@pytest.mark.django_db
+def test_patch_over_unreadable_stored_credentials_is_a_field_error(client: Any) -> None:
+    """Stored credentials written with a lost key: a 400 naming the fields to type again
+    (the admin form's rule, `merge_credentials`), never a 500; typing them all recovers."""
+    account = api_account()
+    stored = make_unreadable(account)
+    url = f"{V1}/accounts/{account.pk}/"
+    response = client.patch(url, {"credentials": {"client_id": "new-client-id"}}, format="json")
+    assert response.status_code == 400, response.content
+    errors = response.json()["credentials"]
+    assert list(errors) == ["client_secret"]
+    assert "cannot be decrypted" in errors["client_secret"][0]
+    account.refresh_from_db()
+    assert account.credentials_encrypted == stored
+    # Edits that leave the credentials alone do not need to read them.
+    assert client.patch(url, {"name": "EP renamed"}, format="json").status_code == 200
+    retyped = client.patch(
+        url,
+        {"credentials": {"client_id": "new-client-id", "client_secret": "new-secret-0000abcd"}},
+        format="json",
+    )
+    assert retyped.status_code == 200, retyped.content
+    account.refresh_from_db()
+    assert account.get_credentials() == {
+        "client_id": "new-client-id",
+        "client_secret": "new-secret-0000abcd",
+    }
 
 
 @pytest.mark.django_db

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from jobcenter.accounts import clean_rate_limits, validate_base_url, validate_credentials
+from jobcenter.accounts import clean_rate_limits, merge_credentials, validate_base_url
 from jobcenter.models import ProviderAccount
 from jobcenter.sync.tracking import track_job
 from providers import PROVIDER_CLASSES, get_provider
@@ -75,16 +75,13 @@ class BaseProviderAccountForm(forms.ModelForm):
             cleaned["base_url"] = validate_base_url(slug, cleaned.get("base_url", ""))
         except ValidationError as exc:
             self.add_error("base_url", exc)
-        provider = get_provider(slug)
         typed = {
             f.name: cleaned.get(credential_field_name(slug, f.name), "")
-            for f in provider.credential_fields
+            for f in get_provider(slug).credential_fields
         }
-        keep_stored = self.instance.pk is not None and self.instance.provider == slug
-        stored = self.instance.get_credentials() if keep_stored else {}
-        merged = {name: value or stored.get(name, "") for name, value in typed.items()}
         try:
-            self.credentials = validate_credentials(slug, merged)
+            # The instance still holds the stored provider: the form fills it in later.
+            self.credentials = merge_credentials(self.instance, slug, typed)
         except ValidationError as exc:
             for name, messages in exc.message_dict.items():
                 self.add_error(credential_field_name(slug, name), messages)

@@ -18,10 +18,9 @@ from rest_framework import serializers
 from jobcenter.accounts import (
     clean_rate_limits,
     create_account,
+    merge_credentials,
     validate_base_url,
-    validate_credentials,
 )
-from jobcenter.crypto import CredentialsUnreadable
 from jobcenter.exports.columns import JOB_COLUMNS
 from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun
 from jobcenter.queries.filters import find_account_id
@@ -249,19 +248,9 @@ class AccountSerializer(serializers.ModelSerializer):
         return attrs
 
     def _credentials(self, provider: str, typed: dict[str, str]) -> dict[str, str]:
-        """Typed values over the stored ones (same provider only), checked and cleaned."""
-        account: ProviderAccount | None = self.instance
-        stored: dict[str, str] = {}
-        if account is not None and account.provider == provider:
-            try:
-                stored = account.get_credentials()
-            except CredentialsUnreadable:
-                stored = {}  # every field must then be typed again; the errors say which
-        declared = [f.name for f in get_provider(provider).credential_fields]
-        merged: dict[str, object] = {name: stored.get(name, "") for name in declared}
-        merged.update({name: value for name, value in typed.items() if value.strip()})
+        """Typed values over the stored ones: `merge_credentials`, the admin form's rule."""
         try:
-            return validate_credentials(provider, merged)
+            return merge_credentials(self.instance, provider, typed)
         except DjangoValidationError as exc:
             raise drf_error(exc, "credentials") from None
 
