@@ -72,7 +72,9 @@ def prune_snapshots(
     `days` defaults to JOBCENTER_SNAPSHOT_RETENTION_DAYS, `batch_size` (snapshot ids per
     transaction) to JOBCENTER_RETENTION_BATCH_SIZE. `pause` seconds are slept between
     batches to leave the database to others on a busy system. With `dry_run`, counts
-    what would go and deletes nothing.
+    what would go and deletes nothing. `progress` is called after each batch, once its
+    transaction has committed and before the next one begins (tests/test_retention.py
+    lets other connections in there).
     """
     days = settings.JOBCENTER_SNAPSHOT_RETENTION_DAYS if days is None else days
     if days < 1:
