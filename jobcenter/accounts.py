@@ -8,7 +8,6 @@ here, so the rule "credentials only to the provider's documented hosts" has one 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -22,16 +21,8 @@ from jobcenter.models import ProviderAccount
 from jobcenter.sync import ratelimit
 from providers import PROVIDER_CLASSES, get_provider
 from providers.base import Provider, ProviderError, RateLimit
+from providers.hosts import is_loopback
 from providers.http import RetryPolicy, redact
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def validate_base_url(provider_slug: str, base_url: str) -> str:
