@@ -7,12 +7,14 @@ Nothing here knows any provider's JSON: a job's normalized fields come from
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 from jobcenter import crypto
-from providers import get_provider, provider_choices
+from providers import PROVIDER_CLASSES, get_provider, provider_choices
 from providers.base import Status
 
 
@@ -420,12 +422,44 @@ class AlertRule(models.Model):
     def kind_list(self) -> list[str]:
         return [k.strip() for k in self.kinds.replace("\n", ",").split(",") if k.strip()]
 
+    def job_events(self) -> list[str]:
+        """The job events this rule watches (the evaluation's loop and `clean` agree)."""
+        events = []
+        if self.on_job_failed:
+            events.append(AlertEventType.JOB_FAILED)
+        if self.on_job_partially_failed:
+            events.append(AlertEventType.JOB_PARTIALLY_FAILED)
+        if self.stuck_after_minutes:
+            events.append(AlertEventType.JOB_STUCK)
+        return events
+
+    def account_events(self) -> list[str]:
+        events = []
+        if self.account_failures:
+            events.append(AlertEventType.ACCOUNT_FAILING)
+        if self.account_silent_minutes:
+            events.append(AlertEventType.ACCOUNT_NOT_SYNCED)
+        return events
+
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
-        from jobcenter.alerts import validate_rule
-
-        errors = validate_rule(self)
+        """The rule's own fields, checked here so every form (admin or other) refuses the
+        same rules; it needs nothing beyond the rule and the provider registry."""
+        errors: dict[str, list[str]] = {}
+        if not (self.job_events() or self.account_events()):
+            errors["__all__"] = ["Choose at least one event."]
+        unknown = [p for p in self.provider_list() if p not in PROVIDER_CLASSES]
+        if unknown:
+            errors["providers"] = [
+                f"Unknown provider {', '.join(unknown)}; known: {', '.join(PROVIDER_CLASSES)}."
+            ]
+        if not 0 <= self.partial_min_percent < 100:
+            errors["partial_min_percent"] = ["Enter a share from 0 up to (not including) 100."]
+        if (self.quiet_start is None) != (self.quiet_end is None):
+            errors["quiet_end"] = ["Give both ends of the quiet hours, or neither."]
+        try:
+            ZoneInfo(self.quiet_timezone or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            errors["quiet_timezone"] = [f"{self.quiet_timezone} is not a known time zone."]
         if errors:
             raise ValidationError(errors)
 
