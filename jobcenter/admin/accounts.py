@@ -28,6 +28,16 @@ from jobcenter.models import ProviderAccount, SyncRun, SyncTrigger
 from jobcenter.tasks import enqueue_sync
 
 RECENT_RUNS = 10
+# The account page's "Sync health" fields, all read-only: the sync writes them.
+SYNC_HEALTH = [
+    "state",
+    "last_error",
+    "last_sync",
+    "last_success",
+    "next_sync",
+    "blocked",
+    "consecutive_failures",
+]
 
 
 @admin.register(ProviderAccount)
@@ -46,16 +56,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     ]
     list_filter = [ProviderFilter, "enabled", "last_status"]
     search_fields = ["name"]
-    readonly_fields = [
-        "masked_credentials",
-        "state",
-        "last_error",
-        "last_sync",
-        "last_success",
-        "next_sync",
-        "blocked",
-        "consecutive_failures",
-    ]
+    readonly_fields = ["masked_credentials", *SYNC_HEALTH]
     actions = ["sync_now", "test_connection"]
 
     last_sync = ago_column("last_sync_at", "last sync")
@@ -78,20 +79,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
                     "read; values are never shown back.",
                 },
             ),
-            (
-                "Sync health",
-                {
-                    "fields": [
-                        "state",
-                        "last_error",
-                        "last_sync",
-                        "last_success",
-                        "next_sync",
-                        "blocked",
-                        "consecutive_failures",
-                    ]
-                },
-            ),
+            ("Sync health", {"fields": SYNC_HEALTH}),
             ("Rate limits", {"fields": ["rate_limits"], "classes": ["collapse"]}),
         ]
 

@@ -1,4 +1,5 @@
-"""What every area's admin shares: the site's titles, time columns, the capped paginator.
+"""What every area's admin shares: the site's titles, time columns, the capped paginator
+and the base of the lists of what the sync records.
 
 The area modules (`accounts`, `jobs`, `snapshots`, `runs`, `alerts`) each import this, so
 the site is titled whichever of them Django's admin autodiscovery imports first.
@@ -11,6 +12,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.core.paginator import Paginator
+from django.http import HttpRequest
 from django.utils.functional import cached_property
 
 from jobcenter.admin import display
@@ -58,3 +60,15 @@ class CappedCountPaginator(Paginator):
         found = self.object_list.order_by()[: self.cap + 1].count()
         self.capped = found > self.cap
         return min(found, self.cap)
+
+
+class RecordAdmin(admin.ModelAdmin):
+    """A list of what the sync records (jobs, snapshots, error records, runs): large tables,
+    so never counted in full nor faceted, and no row is added by hand."""
+
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = CappedCountPaginator
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

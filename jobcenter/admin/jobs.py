@@ -25,7 +25,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from jobcenter.admin import display
-from jobcenter.admin.common import CappedCountPaginator, ago_column, time_column
+from jobcenter.admin.common import RecordAdmin, ago_column, time_column
 from jobcenter.admin.exports import ExportAdminMixin
 from jobcenter.admin.filters import (
     GoneFilter,
@@ -109,7 +109,7 @@ JOB_FIELDSETS = [
 
 
 @admin.register(Job)
-class JobAdmin(ExportAdminMixin, admin.ModelAdmin):
+class JobAdmin(ExportAdminMixin, RecordAdmin):
     export_name = "jobs"
     change_form_template = "admin/jobcenter/job/change_form.html"
     list_display = [
@@ -140,9 +140,6 @@ class JobAdmin(ExportAdminMixin, admin.ModelAdmin):
     # Jobs are never deleted from here: the one action is the export, so staff without
     # the export permission get no per-row checkbox.
     actions = ["export_selected"]
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = CappedCountPaginator
     ordering = ["-created_at", "-id"]
     fieldsets = JOB_FIELDSETS
     readonly_fields = [name for _, options in JOB_FIELDSETS for name in options["fields"]]
@@ -159,9 +156,6 @@ class JobAdmin(ExportAdminMixin, admin.ModelAdmin):
     errors_fetched = time_column("errors_fetched_at", "errors fetched")
     gone = time_column("gone_at", "gone from the provider")
     changed = ago_column("last_changed_at", "changed")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         # A sync would bring a deleted job back; its history is the point of keeping it.

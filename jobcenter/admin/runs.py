@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
 
 from jobcenter.admin import display
-from jobcenter.admin.common import CappedCountPaginator, time_column
+from jobcenter.admin.common import RecordAdmin, time_column
 from jobcenter.models import SyncRun
 
 
 @admin.register(SyncRun)
-class SyncRunAdmin(admin.ModelAdmin):
+class SyncRunAdmin(RecordAdmin):
     list_display = [
         "account",
         "trigger",
@@ -29,15 +28,9 @@ class SyncRunAdmin(admin.ModelAdmin):
     ]
     list_filter = ["outcome", "trigger", "account", "started_at"]
     list_select_related = ["account"]
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = CappedCountPaginator
     readonly_fields = [f.name for f in SyncRun._meta.fields]
 
     started = time_column("started_at", "started")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
     @admin.display(description="outcome", ordering="outcome")
     def outcome_badge(self, obj: SyncRun) -> str:

@@ -6,25 +6,21 @@ Both are read-only records written by the sync; their lists never count a whole 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
 
 from jobcenter.admin import display
-from jobcenter.admin.common import CappedCountPaginator, time_column
+from jobcenter.admin.common import RecordAdmin, time_column
 from jobcenter.admin.exports import ExportAdminMixin
 from jobcenter.models import JobError, JobSnapshot
 
 
 @admin.register(JobSnapshot)
-class JobSnapshotAdmin(ExportAdminMixin, admin.ModelAdmin):
+class JobSnapshotAdmin(ExportAdminMixin, RecordAdmin):
     export_name = "snapshots"
     actions = ["export_selected"]
     list_display = ["job", "observed", "status_badge", "provider_status", "completed_count"]
     list_filter = ["status", "observed_at"]
     search_fields = ["=job__external_id"]
     list_select_related = ["job"]
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = CappedCountPaginator
     readonly_fields = [
         "job",
         "observed",
@@ -40,9 +36,6 @@ class JobSnapshotAdmin(ExportAdminMixin, admin.ModelAdmin):
 
     observed = time_column("observed_at", "observed")
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: JobSnapshot) -> str:
         return display.status_badge(obj.status)
@@ -53,13 +46,10 @@ class JobSnapshotAdmin(ExportAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(JobError)
-class JobErrorAdmin(admin.ModelAdmin):
+class JobErrorAdmin(RecordAdmin):
     list_display = ["job", "position", "code", "title", "message"]
     search_fields = ["=job__external_id", "message"]
     list_select_related = ["job"]
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = CappedCountPaginator
     readonly_fields = [
         "job",
         "position",
@@ -71,6 +61,3 @@ class JobErrorAdmin(admin.ModelAdmin):
         "fetched_at",
     ]
     exclude = ["raw"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False

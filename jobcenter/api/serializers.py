@@ -166,9 +166,8 @@ class CredentialsField(serializers.DictField):
         super().__init__(**kwargs)
 
 
-ACCOUNT_READ_ONLY = [
-    "id",
-    "provider_label",
+# What Job Center keeps about an account, shown and never written through the API.
+ACCOUNT_STATE = [
     "credentials_hint",
     "last_status",
     "last_error",
@@ -180,6 +179,7 @@ ACCOUNT_READ_ONLY = [
     "created_at",
     "updated_at",
 ]
+ACCOUNT_READ_ONLY = ["id", "provider_label", *ACCOUNT_STATE]
 
 
 class AccountSerializer(serializers.ModelSerializer):
@@ -206,16 +206,7 @@ class AccountSerializer(serializers.ModelSerializer):
             "sync_interval_minutes",
             "rate_limits",
             "credentials",
-            "credentials_hint",
-            "last_status",
-            "last_error",
-            "last_sync_at",
-            "last_success_at",
-            "next_sync_at",
-            "blocked_until",
-            "consecutive_failures",
-            "created_at",
-            "updated_at",
+            *ACCOUNT_STATE,
         ]
         read_only_fields = ACCOUNT_READ_ONLY
         extra_kwargs: ClassVar[dict[str, Any]] = {
