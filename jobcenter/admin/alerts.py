@@ -1,7 +1,8 @@
 """Admin for alerts: channels (write-only signing secret), rules, the event ledger, deliveries.
 
-Registered from `JobCenterConfig.ready()`. Events and deliveries are read-only records
-staff read to see what was sent, when, and why a delivery failed.
+Registered when Django's admin autodiscovery imports `jobcenter.admin`. Events and
+deliveries are read-only records staff read to see what was sent, when, and why a
+delivery failed.
 """
 
 from __future__ import annotations
