@@ -205,7 +205,7 @@ def main() -> int:
         started = time.perf_counter()
         for start in range(0, len(sample), 100):
             with transaction.atomic():
-                engine.apply_records(sample[start : start + 100])
+                engine.pages.apply_records(sample[start : start + 100])
                 engine.save_progress()
         engine_seconds = time.perf_counter() - started
         print(

@@ -200,7 +200,7 @@ def test_a_job_that_recovers_and_fails_again_alerts_again(sandbox, ops_email) ->
             created_at=datetime(2026, 1, 1, tzinfo=UTC),
             errors=errors if status == Status.FAILED else None,
         )
-        engine.apply_records([record])
+        engine.pages.apply_records([record])
         run.outcome, run.finished_at = "succeeded", timezone.now()
         run.save()
         alerts.evaluate_after_sync(run)

@@ -14,7 +14,9 @@ from django.test.utils import CaptureQueriesContext
 
 from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun
 from jobcenter.sync import engine as sync
+from jobcenter.sync.bookkeeping import RunTotals
 from jobcenter.sync.engine import AccountSync, sync_account
+from jobcenter.sync.pages import PageWriter
 from providers.base import JobErrorRecord, JobRecord, Status
 from providers.klaviyo import KlaviyoProvider
 from tests.factories import local_jobs, sandbox_account
@@ -134,7 +136,7 @@ def test_queries_per_page_are_constant_whatever_the_page_holds(
     ]
     for page in pages:
         with django_assert_max_num_queries(12), transaction.atomic():
-            engine.apply_records(page)
+            engine.pages.apply_records(page)
             engine.save_progress()
     assert Job.objects.filter(account=account).count() == 200
     assert JobError.objects.filter(job__account=account).count() == 50 * 2 + 100 * 10
@@ -196,17 +198,17 @@ def test_pages_already_fetched_share_a_transaction_of_at_most_ten(sandbox, monke
             pages_per_commit.append(run_totals[0].pages - pages_then[0])
             pages_then[0] = run_totals[0].pages
 
-    run_totals: list[sync.RunTotals] = []
+    run_totals: list[RunTotals] = []
     real_init = sync.AccountSync.__init__
 
     def remember_totals(self, *args, **kwargs) -> None:
         real_init(self, *args, **kwargs)
-        run_totals.append(self.totals)
+        run_totals.append(self.book.totals)
 
     monkeypatch.setattr(sync.AccountSync, "__init__", remember_totals)
     monkeypatch.setattr(wrapper_class, "commit", counting_commit)
     # The provider answers faster than pages are written: pages wait in the queue.
-    monkeypatch.setattr(AccountSync, "apply_records", _slowed(AccountSync.apply_records))
+    monkeypatch.setattr(PageWriter, "apply_records", _slowed(PageWriter.apply_records))
     run = sync_account(account.pk)
     assert run.outcome == "succeeded", run.error
     assert_equal_to_state(account, sandbox.state(described["id"]))

@@ -1,0 +1,137 @@
+"""A sync run's bookkeeping: its running totals, its problems, and the SyncRun that ends it.
+
+Every pass of a sync adds to one `RunBook`: counters, problems that did not stop the
+run (one listing out of scope, one job the provider refused), and a line per listing.
+`finish` copies them onto the SyncRun with the HTTP client's counters and sets the
+account's status in one UPDATE. Problems and reports are redacted with the client's
+secrets when they are noted: they are shown in the admin and the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from jobcenter.models import AccountStatus, ProviderAccount, SyncOutcome, SyncRun
+from providers.http import HttpCounters, redact
+
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass
+class RunTotals:
+    pages: int = 0
+    jobs_seen: int = 0
+    jobs_created: int = 0
+    jobs_changed: int = 0
+    jobs_gone: int = 0
+    snapshots_written: int = 0
+    errors_fetched: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def skip_run(run: SyncRun) -> None:
+    """Close a run that found the account's lease held: another worker is syncing it."""
+    run.outcome = SyncOutcome.SKIPPED
+    run.error = "skipped: already running"
+    run.finished_at = timezone.now()
+    run.save(update_fields=["outcome", "error", "finished_at"])
+
+
+def end_interrupted_runs(account: ProviderAccount, run: SyncRun) -> None:
+    """Holding the lease, any other run of this account still marked running is dead."""
+    SyncRun.objects.filter(account=account, outcome=SyncOutcome.RUNNING).exclude(pk=run.pk).update(
+        outcome=SyncOutcome.FAILED,
+        finished_at=timezone.now(),
+        error="interrupted: the worker stopped before the run ended; the next run resumed it",
+    )
+
+
+class RunBook:
+    """What one run has done so far, and how it ends on its SyncRun and account."""
+
+    def __init__(self, run: SyncRun, on_progress: ProgressCallback | None = None) -> None:
+        self.run = run
+        self.on_progress = on_progress
+        self.totals = RunTotals()
+        self.listing_report: dict[str, str] = {}
+        # The HTTP client's own list once the provider is built: it grows when the
+        # client is issued a token mid-run, and redaction here sees that one too.
+        self.secrets: list[str] = []
+
+    def note_problem(self, text: str) -> None:
+        """Keep a problem that did not stop the run (safe from the prefetch thread)."""
+        self.totals.problems.append(redact(text, self.secrets)[:500])
+
+    def report(self, listing: str, text: str) -> None:
+        text = redact(text, self.secrets)
+        self.listing_report[listing] = text
+        if self.on_progress is not None:
+            self.on_progress(f"{listing}: {text}")
+
+    def finish(
+        self,
+        outcome: str,
+        error: str,
+        blocked_until: datetime | None,
+        counters: HttpCounters | None,
+    ) -> None:
+        """Close the SyncRun with the totals and set the account's status; the run's
+        error is the one that stopped it (if any), then its problems, redacted."""
+        problems = self.totals.problems
+        if not error and problems:
+            error = "; ".join(problems)
+        elif error and problems:
+            error = "; ".join([error, *problems])
+        error = redact(error, self.secrets)[:4000]
+        now = timezone.now()
+        run = self.run
+        self.copy_totals(run, counters)
+        run.outcome = outcome
+        run.error = error
+        run.finished_at = now
+        run.save()
+        ok = outcome in (SyncOutcome.SUCCEEDED, SyncOutcome.PARTIAL)
+        updates: dict[str, Any] = {"last_sync_at": now, "last_error": error}
+        if ok:
+            updates |= {
+                "last_success_at": now,
+                "last_status": AccountStatus.OK,
+                "consecutive_failures": 0,
+            }
+        elif outcome == SyncOutcome.FAILED:
+            updates |= {
+                "last_status": AccountStatus.FAILING,
+                "consecutive_failures": F("consecutive_failures") + 1,
+            }
+        if blocked_until is not None:
+            updates["blocked_until"] = blocked_until
+        ProviderAccount.objects.filter(pk=run.account_id).update(**updates)
+
+    def copy_totals(self, run: SyncRun, counters: HttpCounters | None) -> None:
+        """The run's counters onto its SyncRun; the client's too once it was built."""
+        t = self.totals
+        run.pages = t.pages
+        run.jobs_seen = t.jobs_seen
+        run.jobs_created = t.jobs_created
+        run.jobs_changed = t.jobs_changed
+        run.jobs_gone = t.jobs_gone
+        run.snapshots_written = t.snapshots_written
+        run.errors_fetched = t.errors_fetched
+        if counters is not None:
+            run.requests = counters.requests
+            run.retries = counters.retries
+            run.detail = {
+                **(run.detail or {}),
+                "failed_attempts": counters.failed_attempts,
+                "rate_limit_waits": counters.rate_limit_waits,
+                "waited_seconds": round(counters.waited_seconds, 3),
+                "faults": counters.faults[-50:],
+                "problems": t.problems[-50:],
+                "listings": self.listing_report,
+            }
