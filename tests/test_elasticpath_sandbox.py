@@ -306,11 +306,18 @@ def test_rate_limit_answers_429_without_retry_after(sandbox: SandboxClient) -> N
     store = Store(sandbox, rate_limits=True, requests_per_second=3)
     token = store.token()  # the token endpoint is not counted
     time.sleep(1 - time.time() % 1 + 0.02)  # start at the top of a fixed window
-    answers = [store.get("/pcm/jobs", token) for _ in range(5)]
+    started = time.time()
+    answers = []
+    for _ in range(100):  # until throttled, however slowly a busy machine sends them
+        answers.append(store.get("/pcm/jobs", token))
+        if answers[-1].status_code == 429:
+            break
+    windows = int(time.time()) - int(started) + 1  # the fixed windows the burst touched
     codes = [a.status_code for a in answers]
-    assert codes[:3] == [200, 200, 200]
-    assert 429 in codes[3:]
-    limited = next(a for a in answers if a.status_code == 429)
+    assert codes[-1] == 429 and codes[:3] == [200, 200, 200]
+    # Three a window: exactly three 200s when the burst fit in one (as on an idle machine).
+    assert codes.count(200) <= 3 * windows, (codes, windows)
+    limited = answers[-1]
     assert "Retry-After" not in limited.headers
     assert_envelope(limited.json(), 429, string_status=False)
 

@@ -308,13 +308,16 @@ def test_rate_limit_answers_429_with_retry_after_seconds(sandbox: SandboxClient)
     job_id = org.create("events", events(1))
     statuses = []
     limited = None
-    for _ in range(6):
+    started = time.time()
+    for _ in range(100):  # until throttled, however slowly a busy machine sends them
         response = org.call("GET", f"/v2/events/batch/{job_id}")
         statuses.append(response.status_code)
         if response.status_code == 429:
             limited = response
-    assert 429 in statuses and statuses.count(200) <= 3
-    assert limited is not None
+            break
+    windows = int(time.time()) - int(started) + 1  # the fixed windows the burst touched
+    # Three a second: at most three 200s in each window the burst touched.
+    assert limited is not None and statuses.count(200) <= 3 * windows, (statuses, windows)
     assert_error_body(limited, 429, "too_many_requests")
     assert int(limited.headers["Retry-After"]) == 1
     time.sleep(float(limited.headers["Retry-After"]))
