@@ -28,7 +28,7 @@ def test_ready_says_whether_a_page_is_here_without_waiting_for_one() -> None:
 
     def pages() -> Iterator[int]:
         yield 1
-        release.wait(10)
+        release.wait(60)
         yield 2
         raise RuntimeError("no page 3")
 
@@ -72,7 +72,7 @@ def test_spare_runs_in_the_helper_only_on_pages_made_while_the_consumer_is_behin
 
     # A consumer that starts late: two pages fill the queue, the third waits for room.
     with prefetched(iter([{"n": n} for n in range(4)]), ahead=2, spare=spare) as fetched:
-        assert spared.wait(10)
+        assert spared.wait(60)
         seen = list(fetched)
     assert [page["n"] for page in seen] == [0, 1, 2, 3]
     assert [page.get("spared", 0) for page in seen[:3]] == [0, 0, 1]  # handed over after
@@ -84,7 +84,7 @@ def test_spare_runs_in_the_helper_only_on_pages_made_while_the_consumer_is_behin
     def paced() -> Iterator[dict[str, int]]:
         for n in range(5):
             yield {"n": n}
-            taken.acquire(timeout=10)  # the next page only once this one was taken
+            taken.acquire(timeout=60)  # the next page only once this one was taken
 
     with prefetched(paced(), ahead=2, spare=spare) as fetched:
         kept_up = []
