@@ -3,7 +3,8 @@
 `dispatch_due_syncs` runs every minute from one Schedule (`manage.py setup_schedules`)
 and enqueues `run_sync` for each enabled, unblocked account that is due. Admin and API
 "sync now" enqueue the same task. A duplicate delivery is harmless: the second run finds
-the account's lease taken and records itself as skipped.
+the account's lease taken and records itself as skipped. `deliver_alert` makes one
+attempt at one alert delivery.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
-from jobcenter import alerts
+from jobcenter.alerts.delivery import deliver
+from jobcenter.alerts.evaluation import evaluate_periodic
 from jobcenter.models import ProviderAccount, SyncTrigger
 from jobcenter.sync.engine import sync_account
 
@@ -63,10 +65,19 @@ def dispatch_due_syncs() -> int:
             enqueue_sync(account_id, SyncTrigger.SCHEDULE)
             queued += 1
     try:  # account health, quiet hours ending, webhook retries: also when no sync runs
-        alerts.evaluate_periodic()
+        evaluate_periodic()
     except Exception:
         logger.exception("periodic alert evaluation failed")
     return queued
+
+
+def deliver_alert(delivery_id: int) -> str:
+    """The queued task: one attempt at one alert delivery (`alerts.delivery.deliver`).
+
+    Queued by `alerts.delivery.enqueue_deliveries` under this dotted name; rows stored
+    earlier as "jobcenter.alerts.deliver" still run (the alerts package re-exports it).
+    """
+    return deliver(delivery_id)
 
 
 def ensure_schedule() -> Schedule:

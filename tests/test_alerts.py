@@ -17,8 +17,11 @@ from django.core import mail
 from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
+from django_q.tasks import async_task
 
-from jobcenter import alerts
+from jobcenter.alerts import evaluation
+from jobcenter.alerts.defaults import use_channel_for_default_rules
+from jobcenter.alerts.rules import in_quiet_hours
 from jobcenter.models import (
     AlertChannel,
     AlertDelivery,
@@ -203,7 +206,7 @@ def test_a_job_that_recovers_and_fails_again_alerts_again(sandbox, ops_email) ->
         engine.pages.apply_records([record])
         run.outcome, run.finished_at = "succeeded", timezone.now()
         run.save()
-        alerts.evaluate_after_sync(run)
+        evaluation.evaluate_after_sync(run)
 
     observe(Status.FAILED, 10)
     observe(Status.FAILED, 10)  # unchanged
@@ -239,14 +242,14 @@ def test_quiet_hours_hold_alerts_until_they_end_then_send_them_once(sandbox, ops
     assert mail.outbox == []
     assert AlertEvent.objects.filter(rule=rule, state="held").count() == 2
 
-    alerts.evaluate_periodic()  # still quiet
+    evaluation.evaluate_periodic()  # still quiet
     assert mail.outbox == []
     rule.quiet_start = (now - timedelta(hours=3)).time()
     rule.quiet_end = (now - timedelta(hours=2)).time()
     rule.save()
-    alerts.evaluate_periodic()
+    evaluation.evaluate_periodic()
     assert len(mail.outbox) == 2
-    alerts.evaluate_periodic()
+    evaluation.evaluate_periodic()
     sync_account(account.pk)
     assert len(mail.outbox) == 2
     assert not AlertEvent.objects.filter(state="held").exists()
@@ -260,10 +263,10 @@ def test_quiet_hours_may_span_midnight() -> None:
         quiet_timezone="Europe/Berlin",
     )
     berlin_23h = datetime(2026, 1, 1, 22, 0, tzinfo=UTC)  # 23:00 in Berlin (CET)
-    assert alerts.in_quiet_hours(rule, berlin_23h)
-    assert alerts.in_quiet_hours(rule, berlin_23h + timedelta(hours=6))  # 05:00
-    assert not alerts.in_quiet_hours(rule, berlin_23h + timedelta(hours=8))  # 07:00
-    assert not alerts.in_quiet_hours(rule, berlin_23h - timedelta(hours=2))  # 21:00
+    assert in_quiet_hours(rule, berlin_23h)
+    assert in_quiet_hours(rule, berlin_23h + timedelta(hours=6))  # 05:00
+    assert not in_quiet_hours(rule, berlin_23h + timedelta(hours=8))  # 07:00
+    assert not in_quiet_hours(rule, berlin_23h - timedelta(hours=2))  # 21:00
 
 
 def test_more_alerts_than_the_threshold_arrive_as_one_digest(sandbox, ops_email, settings) -> None:
@@ -336,14 +339,14 @@ def test_an_error_in_alert_evaluation_never_fails_the_sync_nor_silences_other_ru
         described["id"], "create_jobs", kind="catalog-item-bulk-create-job", outcome="fail"
     )
     sandbox.clock(described["id"], advance=600)
-    real_dispatch = alerts.dispatch
+    real_dispatch = evaluation.dispatch
 
     def dispatch(rule: AlertRule, *args: object) -> None:
         if rule.pk == broken_rule.pk:
             raise RuntimeError("alert engine broken")
         real_dispatch(rule, *args)
 
-    monkeypatch.setattr(alerts, "dispatch", dispatch)
+    monkeypatch.setattr(evaluation, "dispatch", dispatch)
     caplog.set_level(logging.ERROR)
     run = sync_account(account.pk)
     assert run.outcome == "succeeded"
@@ -354,7 +357,7 @@ def test_an_error_in_alert_evaluation_never_fails_the_sync_nor_silences_other_ru
     def nothing_works(*args: object) -> None:
         raise RuntimeError("database gone")
 
-    monkeypatch.setattr(alerts, "active_rules", nothing_works)
+    monkeypatch.setattr(evaluation, "active_rules", nothing_works)
     run = sync_account(account.pk)
     assert run.outcome == "succeeded"
     assert "alert evaluation after sync run" in caplog.text
@@ -382,7 +385,7 @@ def test_default_rules_exist_after_setup_schedules_and_stay_silent_without_a_cha
     assert not AlertEvent.objects.exists() and mail.outbox == []
 
     channel = AlertChannel.objects.create(name="mail", kind="email", recipients="ops@example.com")
-    assert alerts.use_channel_for_default_rules(channel) == 2
+    assert use_channel_for_default_rules(channel) == 2
     sync_account(account.pk)  # within the look-back: the failure is still reported, once
     sync_account(account.pk)
     assert len(mail.outbox) == 1
@@ -487,3 +490,16 @@ def test_a_rule_without_any_event_or_with_half_quiet_hours_is_refused_in_admin(
     response = admin_client.post(reverse("admin:jobcenter_alertrule_add"), form)
     assert response.status_code == 302
     assert not AlertRule.objects.get(name="nothing").is_active  # no channel yet
+
+
+def test_a_delivery_task_stored_under_the_old_dotted_name_still_runs(ops_email) -> None:
+    """Task rows queued before delivery moved to `jobcenter.tasks` name the old path."""
+    rule = AlertRule.objects.create(name="failures", channel=ops_email, on_job_failed=True)
+    delivery = evaluation.new_delivery(
+        rule, ops_email, subject="[Job Center] old task", text="body", payload={}, event_count=1
+    )
+    delivery.save()
+    async_task("jobcenter.alerts.deliver", delivery.pk)  # the test cluster runs it inline
+    delivery.refresh_from_db()
+    assert delivery.status == "sent"
+    assert [m.subject for m in mail.outbox] == ["[Job Center] old task"]

@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from jobcenter import alerts
+from jobcenter.alerts.evaluation import DIGEST_LIST_LIMIT, evaluate_after_sync
 from jobcenter.models import (
     AlertChannel,
     AlertEvent,
@@ -103,7 +103,7 @@ def test_evaluating_a_sync_that_changed_10000_jobs_runs_a_bounded_number_of_quer
 
     small_run = seed_changed_jobs(small, 100)
     with CaptureQueriesContext(connection) as small_queries:
-        alerts.evaluate_after_sync(small_run)
+        evaluate_after_sync(small_run)
     assert AlertEvent.objects.filter(account=small).count() == 40 + 30 + 30 + 30
 
     large_run = seed_changed_jobs(large, 10_000)
@@ -111,7 +111,7 @@ def test_evaluating_a_sync_that_changed_10000_jobs_runs_a_bounded_number_of_quer
         django_assert_max_num_queries(MAX_QUERIES),
         CaptureQueriesContext(connection) as large_queries,
     ):
-        evaluation = alerts.evaluate_after_sync(large_run)
+        evaluation = evaluate_after_sync(large_run)
     assert len(large_queries) == len(small_queries)
 
     assert evaluation.fired == 4000 + 3000 + 3000 + 3000
@@ -128,11 +128,11 @@ def test_evaluating_a_sync_that_changed_10000_jobs_runs_a_bounded_number_of_quer
         "[Job Center] 7,000 alerts: failures",
     ]
     digest = next(m.body for m in mail.outbox[3:] if "7,000" in m.subject)
-    assert digest.count("\n- ") == alerts.DIGEST_LIST_LIMIT
+    assert digest.count("\n- ") == DIGEST_LIST_LIMIT
     assert "…and 6,950 more" in digest
     assert "first error: invalid: row 2 of job" in digest
 
     # Evaluating the same run again finds nothing new, still in bounded queries.
     with django_assert_max_num_queries(MAX_QUERIES):
-        again = alerts.evaluate_after_sync(large_run)
+        again = evaluate_after_sync(large_run)
     assert again.fired == 0 and len(mail.outbox) == 6

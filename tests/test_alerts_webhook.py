@@ -15,7 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.urls import reverse
 
-from jobcenter import alerts
+from jobcenter.alerts.evaluation import evaluate_periodic
+from jobcenter.alerts.rules import validate_channel
+from jobcenter.alerts.webhooks import verify_signature
 from jobcenter.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule, Job
 from jobcenter.sync.engine import sync_account
 from tests.factories import sandbox_account
@@ -107,7 +109,7 @@ def failing_account(sandbox, count: int = 1):
 
 
 def expected_signature(timestamp: str, body: bytes) -> str:
-    """Computed here independently of jobcenter.alerts.sign."""
+    """Computed here independently of jobcenter.alerts.webhooks.sign."""
     digest = hmac.new(SECRET.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + digest.hexdigest()
 
@@ -123,10 +125,10 @@ def test_a_receiver_failing_twice_gets_the_alert_once_with_a_valid_signature(
     delivery = AlertDelivery.objects.get()
     assert delivery.status == "retrying" and delivery.attempts == 1
     assert delivery.response_code == 500 and "receiver unavailable" in delivery.last_error
-    alerts.evaluate_periodic()  # the minute schedule retries it: 500
-    alerts.evaluate_periodic()  # 200
+    evaluate_periodic()  # the minute schedule retries it: 500
+    evaluate_periodic()  # 200
     for _ in range(3):  # nothing more to send, from the schedule or from later syncs
-        alerts.evaluate_periodic()
+        evaluate_periodic()
         sync_account(account.pk)
 
     assert [r["code"] for r in receiver.received] == [500, 500, 200]
@@ -146,18 +148,18 @@ def test_a_receiver_failing_twice_gets_the_alert_once_with_a_valid_signature(
         timestamp = headers["X-JobCenter-Timestamp"]
         assert abs(time.time() - int(timestamp)) < 60
         assert headers["X-JobCenter-Signature"] == expected_signature(timestamp, request["body"])
-        assert alerts.verify_signature(
+        assert verify_signature(
             SECRET, timestamp, request["body"], headers["X-JobCenter-Signature"]
         )
         # A replay later, or a body changed in transit, does not verify.
-        assert not alerts.verify_signature(
+        assert not verify_signature(
             SECRET,
             timestamp,
             request["body"],
             headers["X-JobCenter-Signature"],
             now=int(timestamp) + 600,
         )
-        assert not alerts.verify_signature(
+        assert not verify_signature(
             SECRET, timestamp, request["body"] + b" ", headers["X-JobCenter-Signature"]
         )
 
@@ -197,9 +199,9 @@ def test_a_receiver_that_never_answers_costs_the_sync_one_timeout_and_ends_faile
 
     delivery = AlertDelivery.objects.get()
     assert delivery.status == "retrying" and delivery.attempts == 1
-    alerts.evaluate_periodic()
-    alerts.evaluate_periodic()
-    alerts.evaluate_periodic()  # the attempts are used up: nothing more is tried
+    evaluate_periodic()
+    evaluate_periodic()
+    evaluate_periodic()  # the attempts are used up: nothing more is tried
     delivery.refresh_from_db()
     assert delivery.status == "failed" and delivery.attempts == 3
     assert delivery.response_code is None
@@ -223,7 +225,7 @@ def test_a_refused_webhook_is_not_retried_and_a_failed_delivery_can_be_sent_agai
     sync_account(failing_account(sandbox).pk)
     delivery = AlertDelivery.objects.get()
     assert delivery.status == "failed" and delivery.attempts == 1 and delivery.response_code == 401
-    alerts.evaluate_periodic()
+    evaluate_periodic()
     assert len(receiver.received) == 1
 
     admin_client.post(
@@ -237,12 +239,12 @@ def test_a_refused_webhook_is_not_retried_and_a_failed_delivery_can_be_sent_agai
 
 def test_webhook_urls_must_be_http_and_loopback_only_in_development(settings) -> None:
     channel = AlertChannel(name="x", kind="webhook", url="file:///etc/passwd")
-    assert "url" in alerts.validate_channel(channel, SECRET)
+    assert "url" in validate_channel(channel, SECRET)
     channel.url = "https://user:pw@hooks.example.com/x"
-    assert "url" in alerts.validate_channel(channel, SECRET)
+    assert "url" in validate_channel(channel, SECRET)
     channel.url = "http://127.0.0.1:9/x"
-    assert alerts.validate_channel(channel, SECRET) == {}
+    assert validate_channel(channel, SECRET) == {}
     settings.JOBCENTER_ALERT_ALLOW_LOOPBACK_WEBHOOKS = False
-    assert "url" in alerts.validate_channel(channel, SECRET)
+    assert "url" in validate_channel(channel, SECRET)
     channel.url = "https://hooks.example.com/x"
-    assert alerts.validate_channel(channel, "short") == {"secret": ["Use at least 16 characters."]}
+    assert validate_channel(channel, "short") == {"secret": ["Use at least 16 characters."]}

@@ -19,7 +19,9 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
-from jobcenter import alerts
+from jobcenter.alerts.channels import channel_destination
+from jobcenter.alerts.delivery import enqueue_deliveries
+from jobcenter.alerts.rules import validate_channel
 from jobcenter.models import (
     AlertChannel,
     AlertChannelKind,
@@ -52,7 +54,7 @@ class AlertChannelForm(forms.ModelForm):
         channel.kind = cleaned.get("kind") or ""
         channel.recipients = cleaned.get("recipients") or ""
         channel.url = cleaned.get("url") or ""
-        for name, errors in alerts.validate_channel(channel, cleaned.get("secret", "")).items():
+        for name, errors in validate_channel(channel, cleaned.get("secret", "")).items():
             for error in errors:
                 self.add_error(name, error)
         if "url" in cleaned and not self.errors.get("url"):
@@ -82,7 +84,7 @@ class AlertChannelAdmin(admin.ModelAdmin):
 
     @admin.display(description="destination")
     def destination(self, obj: AlertChannel) -> str:
-        return alerts.channel_destination(obj)
+        return channel_destination(obj)
 
     @admin.display(description="stored secret")
     def stored_secret(self, obj: AlertChannel) -> str:
@@ -247,7 +249,7 @@ class AlertDeliveryAdmin(ReadOnlyAdmin):
         AlertDelivery.objects.filter(pk__in=ids).update(
             status=AlertDeliveryStatus.RETRYING, next_attempt_at=timezone.now()
         )
-        alerts.enqueue_deliveries(ids)
+        enqueue_deliveries(ids)
         self.message_user(
             request, f"{len(ids)} deliveries queued to be sent again.", messages.SUCCESS
         )

@@ -63,10 +63,19 @@ def stuck_threshold(kind: str) -> int:
     return thresholds.get(kind, thresholds["*"])
 
 
+def running_since(path: str = "") -> Coalesce:
+    """When a job started running: the provider's start time, else its creation time,
+    else when Job Center first saw it (a tracked id not fetched yet).
+
+    The one definition the dashboard, the stuck-job alerts and their messages share;
+    `path` reaches the job from a related model ("job__" from an alert event).
+    """
+    return Coalesce(f"{path}started_at", f"{path}created_at", f"{path}first_seen_at")
+
+
 def with_running_since(queryset: QuerySet[Job]) -> QuerySet[Job]:
-    """Annotate when each job started running: the provider's start time, else its
-    creation time, else when Job Center first saw it (a tracked id not fetched yet)."""
-    return queryset.annotate(running_since=Coalesce("started_at", "created_at", "first_seen_at"))
+    """Annotate `running_since` (see `running_since`) on each job."""
+    return queryset.annotate(running_since=running_since())
 
 
 def stuck_condition(now: datetime) -> Q:

@@ -36,8 +36,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from jobcenter import alerts
 from jobcenter.accounts import build_provider
+from jobcenter.alerts.evaluation import evaluate_after_sync
 from jobcenter.crypto import CredentialsUnreadable
 from jobcenter.models import ProviderAccount, SyncOutcome, SyncRun, SyncTrigger
 from jobcenter.sqlite_engine.checkpoints import background_checkpoints
@@ -86,7 +86,7 @@ def sync_account(
     finally:
         lease.release()
     try:
-        alerts.evaluate_after_sync(run)
+        evaluate_after_sync(run)
     except Exception:  # an alert must never fail a sync
         logger.exception("alert evaluation after sync run %s failed", run.pk)
     return run

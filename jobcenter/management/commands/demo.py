@@ -22,7 +22,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from jobcenter import alerts
+from jobcenter.alerts.defaults import use_channel_for_default_rules
+from jobcenter.alerts.delivery import deliver_pending_now
 from jobcenter.models import AlertChannel, ProviderAccount, SyncTrigger
 from jobcenter.sync.engine import sync_account
 from jobcenter.sync.tracking import track_job
@@ -74,7 +75,7 @@ class Command(BaseCommand):
             self.console_alerts()
             for account in accounts:
                 self.sync(account)
-            alerts.deliver_pending_now()  # no cluster runs yet: print the first alerts here
+            deliver_pending_now()  # no cluster runs yet: print the first alerts here
             self.stdout.write(
                 self.style.SUCCESS(
                     f"\nJob Center is up: http://127.0.0.1:{options['port']}/admin/\n"
@@ -154,7 +155,7 @@ class Command(BaseCommand):
             name="Demo email (console)",
             defaults={"kind": "email", "recipients": "admin@example.invalid"},
         )
-        alerts.use_channel_for_default_rules(channel)
+        use_channel_for_default_rules(channel)
         self.stdout.write(f"alerts: default rules email {channel.recipients} (printed below)")
 
     def admin_user(self) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from jobcenter.alerts import ensure_default_rules
+from jobcenter.alerts.defaults import ensure_default_rules
 from jobcenter.tasks import ensure_schedule
 
 
