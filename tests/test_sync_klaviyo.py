@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -16,7 +17,7 @@ from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRu
 from jobcenter.sync import engine as sync
 from jobcenter.sync.bookkeeping import RunTotals
 from jobcenter.sync.engine import AccountSync, sync_account
-from jobcenter.sync.pages import PageWriter
+from jobcenter.sync.prefetch import Prefetched
 from providers.base import JobErrorRecord, JobRecord, Status
 from providers.klaviyo import KlaviyoProvider
 from tests.factories import local_jobs, sandbox_account
@@ -208,7 +209,7 @@ def test_pages_already_fetched_share_a_transaction_of_at_most_ten(sandbox, monke
     monkeypatch.setattr(sync.AccountSync, "__init__", remember_totals)
     monkeypatch.setattr(wrapper_class, "commit", counting_commit)
     # The provider answers faster than pages are written: pages wait in the queue.
-    monkeypatch.setattr(PageWriter, "apply_records", _slowed(PageWriter.apply_records))
+    monkeypatch.setattr(Prefetched, "ready", _once_the_helper_answered(Prefetched.ready))
     run = sync_account(account.pk)
     assert run.outcome == "succeeded", run.error
     assert_equal_to_state(account, sandbox.state(described["id"]))
@@ -217,9 +218,22 @@ def test_pages_already_fetched_share_a_transaction_of_at_most_ten(sandbox, monke
     assert max(pages_per_commit) <= sync.PAGES_PER_TRANSACTION
 
 
-def _slowed(method):
-    def slowed(self, records):
-        time.sleep(0.05)
-        return method(self, records)
+def _once_the_helper_answered(
+    real_ready: Callable[[Prefetched], bool],
+) -> Callable[[Prefetched], bool]:
+    """`ready` that first lets the helper fetch the next page, or find the listing's end.
 
-    return slowed
+    A provider that answers faster than pages are written, made certain instead of hoped
+    for (a writer slowed by a sleep lost that race on a busy machine). The 60 s only ends
+    a wait for a helper that never answers.
+    """
+
+    def ready(self: Prefetched) -> bool:
+        deadline = time.monotonic() + 60
+        while self.worker is not None and self.worker.is_alive() and self.handoff.empty():
+            if real_ready(self) or time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
+        return real_ready(self)
+
+    return ready
