@@ -2,8 +2,8 @@
 
 `providers/` knows HTTP and each provider's JSON; `jobcenter/` knows the database. They
 meet here: a provider turns its JSON into `JobRecord`s and `JobErrorRecord`s and its
-failures into the typed errors below, so the sync engine never reads a provider's JSON.
-Nothing in this package imports Django.
+failures into the typed errors of `providers.errors`, so the sync engine never reads a
+provider's JSON. Nothing in this package imports Django.
 """
 
 from __future__ import annotations
@@ -17,10 +17,25 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
+# The error classes live in `providers.errors`, RateLimit in `providers.http`; the names
+# this module does not use stay importable from here for code written before the split.
+from providers.errors import (  # noqa: F401
+    AccessDenied,
+    AuthError,
+    BadResponse,
+    InvalidCursor,
+    NotFound,
+    NotReady,
+    ProviderError,
+    RateLimited,
+    RequestRejected,
+    TransientError,
+)
+from providers.http import HttpClient, RateLimit, RetryPolicy, TokenBucketStore
+from providers.times import parse_time
+
 if TYPE_CHECKING:
     import requests
-
-    from providers.http import HttpClient, RetryPolicy, TokenBucketStore
 
 
 class Status(StrEnum):
@@ -75,27 +90,6 @@ class CredentialField:
     secret: bool = True
     required: bool = True
     help_text: str = ""
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """A provider rate-limit tier as the provider states it: windows of (requests, seconds).
-
-    Klaviyo, for example, states a burst and a steady window at once: ((75, 1), (750, 60)).
-    """
-
-    windows: tuple[tuple[int, float], ...]
-
-    def token_bucket(self, headroom: float = 0.1) -> tuple[float, float]:
-        """(refill per second, capacity) of one bucket that can never break any window.
-
-        A bucket of capacity C refilled at r lets through at most C + r*T requests in any
-        span of T seconds, so choosing r and C with C + r*T <= limit for every window keeps
-        every window (fixed or sliding), while sustaining (1 - headroom) of the tightest one.
-        """
-        rate = min(limit * (1 - headroom) / seconds for limit, seconds in self.windows)
-        capacity = min(limit - rate * seconds for limit, seconds in self.windows)
-        return rate, max(1.0, float(int(capacity)))
 
 
 @dataclass
@@ -190,67 +184,6 @@ class JobPage:
     window_truncated: bool = False
 
 
-# --- errors ---------------------------------------------------------------------------
-
-
-class ProviderError(Exception):
-    """Base of every error a provider raises; the message is safe to show staff."""
-
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status_code = status_code
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class AuthError(ProviderError):
-    """Credentials were refused. Never retried: staff must fix the account."""
-
-
-class AccessDenied(AuthError):
-    """The credentials work but may not read this resource (HTTP 403, a missing scope)."""
-
-
-class NotFound(ProviderError):
-    """The job (or resource) does not exist at the provider, or no longer does."""
-
-
-class RateLimited(ProviderError):
-    """The provider said to slow down; `retry_after` is in seconds when it said how long."""
-
-    def __init__(
-        self, message: str, *, retry_after: float | None = None, status_code: int | None = 429
-    ) -> None:
-        super().__init__(message, status_code=status_code)
-        self.retry_after = retry_after
-
-
-class TransientError(ProviderError):
-    """A 5xx, a network failure or a timeout: worth retrying later."""
-
-
-class BadResponse(ProviderError):
-    """The answer is not what the API documents; `excerpt` keeps a short piece of it."""
-
-    def __init__(self, message: str, *, excerpt: str = "", status_code: int | None = None) -> None:
-        super().__init__(message, status_code=status_code)
-        self.excerpt = excerpt
-
-
-class NotReady(ProviderError):
-    """The provider has not finished preparing this (Fullstory's 202): ask again later."""
-
-
-class RequestRejected(ProviderError):
-    """The provider refused the request itself (a 4xx other than auth, 404 and 429)."""
-
-
-class InvalidCursor(BadResponse):
-    """A saved page cursor is no longer accepted: the listing must start again."""
-
-
 # --- the provider interface -----------------------------------------------------------
 
 MAX_PAGES_PER_LISTING = 5000
@@ -272,6 +205,13 @@ class Provider(ABC):
     # records carry their own kind.
     listings: ClassVar[tuple[str, ...]] = ()
     rate_limits: ClassVar[Mapping[str, RateLimit]]
+    # Whether the provider's documentation shows times without an offset as UTC; if not,
+    # such a time is refused (see providers.times).
+    naive_times_are_utc: ClassVar[bool] = False
+    # Options a deployment may set by environment variable: option name -> variable name.
+    # Settings read them (`providers.options_from_environment`) and hand them back to the
+    # provider as `options`, so jobcenter/ never names a provider's setting.
+    environment_options: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
         self,
@@ -285,8 +225,6 @@ class Provider(ABC):
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = (5.0, 30.0),
     ) -> None:
-        from providers.http import HttpClient  # providers.http imports this module
-
         self.credentials = dict(credentials)
         self.options = dict(options or {})
         self.base_url = (base_url or self.default_base_url()).rstrip("/")
@@ -332,6 +270,20 @@ class Provider(ABC):
     @classmethod
     def listing_names(cls) -> tuple[str, ...]:
         return cls.listings or tuple(k.name for k in cls.kinds if k.listable)
+
+    @classmethod
+    def tracked_kinds(cls) -> tuple[JobKind, ...]:
+        """The kinds no listing shows: their jobs are known only by the ids staff track.
+
+        What a client must record when it creates such a job (the demo does it for the
+        sandbox); a provider with only these kinds has no listing at all.
+        """
+        return tuple(k for k in cls.kinds if not k.listable)
+
+    @classmethod
+    def read_time(cls, value: object, field: str) -> datetime | None:
+        """A time from this provider's JSON, read by the one policy of `providers.times`."""
+        return parse_time(value, f"{cls.label}'s {field}", naive_is_utc=cls.naive_times_are_utc)
 
     @classmethod
     def job_links(cls, raw: Mapping[str, Any]) -> list[tuple[str, str]]:

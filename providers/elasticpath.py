@@ -15,27 +15,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
 from providers.base import (
-    AccessDenied,
-    AuthError,
-    BadResponse,
     CredentialField,
     CursorGuard,
-    InvalidCursor,
     JobErrorRecord,
     JobKind,
     JobPage,
     JobRecord,
     Provider,
-    RateLimit,
-    RequestRejected,
     Status,
 )
+from providers.errors import AccessDenied, AuthError, BadResponse, InvalidCursor, RequestRejected
+from providers.http import RateLimit
 
 LISTING = "pcm-jobs"
 OAUTH_PATH = "/oauth/access_token"
@@ -83,6 +78,9 @@ class ElasticPathProvider(Provider):
     # A development store's limit (the 2024 rate-limits guide), the lowest there is;
     # production stores allow 100/s, set per account with a rate-limit override.
     rate_limits = {"default": RateLimit(((25, 1.0),))}
+    # The spec's times are UTC (`2024-01-05T13:46:42.07Z`), one example without the `Z`
+    # (`2020-09-22T09:00:00`): a time without an offset is read as UTC too.
+    naive_times_are_utc = True
 
     def __init__(self, credentials: Mapping[str, str], **kwargs: Any) -> None:
         super().__init__(credentials, **kwargs)
@@ -307,22 +305,11 @@ class ElasticPathProvider(Provider):
             status=STATUS_MAP.get(provider_status.strip().lower(), Status.UNKNOWN),
             provider_status=provider_status,
             raw=dict(item),
-            created_at=parse_time(attributes.get("created_at")),
-            started_at=parse_time(attributes.get("started_at")),
-            completed_at=parse_time(attributes.get("completed_at")),
-            updated_at=parse_time(attributes.get("updated_at")),
+            created_at=self.read_time(attributes.get("created_at"), "created_at"),
+            started_at=self.read_time(attributes.get("started_at"), "started_at"),
+            completed_at=self.read_time(attributes.get("completed_at"), "completed_at"),
+            updated_at=self.read_time(attributes.get("updated_at"), "updated_at"),
         )
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An Elastic Path time (`2024-01-05T13:46:42.07Z`; naive ones are UTC), else None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _path_segment(value: str) -> str:
@@ -330,4 +317,4 @@ def _path_segment(value: str) -> str:
     return requests.utils.quote(str(value), safe="")
 
 
-__all__ = ["LISTING", "ElasticPathProvider", "parse_time"]
+__all__ = ["LISTING", "ElasticPathProvider"]

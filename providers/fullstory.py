@@ -21,30 +21,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import requests
 
 from providers.base import (
-    AccessDenied,
-    AuthError,
-    BadResponse,
     CredentialField,
     CursorGuard,
     JobErrorRecord,
     JobKind,
     JobPage,
     JobRecord,
-    NotFound,
-    NotReady,
     Provider,
-    RateLimit,
     Status,
     status_from_counts,
 )
-from providers.http import EXCERPT_CHARS
+from providers.errors import AccessDenied, AuthError, BadResponse, NotFound, NotReady
+from providers.http import EXCERPT_CHARS, RateLimit
 
 EVENTS = "events-batch-import"
 USERS = "users-batch-import"
@@ -52,28 +46,6 @@ USERS = "users-batch-import"
 SEGMENTS: dict[str, str] = {EVENTS: "events", USERS: "users"}
 # An id no batch can have: a 404 for it proves the key was accepted (see check_credentials).
 CREDENTIAL_PROBE_ID = "jobcenter-credential-check"
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 time as protobuf JSON writes it (`Z`, 0 to 9 fraction digits).
-
-    A missing or unreadable time is None rather than an error: the status and counts of a
-    job matter more than one malformed timestamp, and the raw payload keeps it anyway.
-    """
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    if "." in text:  # Python reads at most 6 fraction digits; protobuf may send 9
-        head, _, rest = text.partition(".")
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        text = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}" if digits else head + rest
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 def map_status(provider_status: str, imports: int, errors: int) -> Status:
@@ -133,6 +105,8 @@ class FullstoryProvider(Provider):
     rate_limits: ClassVar[Mapping[str, RateLimit]] = {
         "default": RateLimit(((10, 1.0), (50, 10.0))),
     }
+    # Times are protobuf JSON (RFC 3339, always with `Z`): naive_times_are_utc stays False,
+    # a time without an offset is a malformed answer.
 
     # -- HTTP hooks -------------------------------------------------------------------
     def auth_headers(self) -> dict[str, str]:
@@ -270,8 +244,8 @@ class FullstoryProvider(Provider):
             total_count=imports + errors if terminal else None,
             completed_count=imports,
             failed_count=errors,
-            created_at=parse_time(job.get("created")),
-            completed_at=parse_time(job.get("finished")),
+            created_at=self.read_time(job.get("created"), "job.created"),
+            completed_at=self.read_time(job.get("finished"), "job.finished"),
         )
 
     @staticmethod

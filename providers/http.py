@@ -25,13 +25,12 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from providers.base import (
+from providers.errors import (
     AccessDenied,
     AuthError,
     BadResponse,
     NotFound,
     ProviderError,
-    RateLimit,
     RateLimited,
     RequestRejected,
     TransientError,
@@ -73,6 +72,27 @@ def origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     return parts.scheme, (parts.hostname or "").lower(), port
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A provider rate-limit tier as the provider states it: windows of (requests, seconds).
+
+    Klaviyo, for example, states a burst and a steady window at once: ((75, 1), (750, 60)).
+    """
+
+    windows: tuple[tuple[int, float], ...]
+
+    def token_bucket(self, headroom: float = 0.1) -> tuple[float, float]:
+        """(refill per second, capacity) of one bucket that can never break any window.
+
+        A bucket of capacity C refilled at r lets through at most C + r*T requests in any
+        span of T seconds, so choosing r and C with C + r*T <= limit for every window keeps
+        every window (fixed or sliding), while sustaining (1 - headroom) of the tightest one.
+        """
+        rate = min(limit * (1 - headroom) / seconds for limit, seconds in self.windows)
+        capacity = min(limit - rate * seconds for limit, seconds in self.windows)
+        return rate, max(1.0, float(int(capacity)))
 
 
 class GarbledBody(BadResponse):

@@ -12,26 +12,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 from providers.base import (
-    BadResponse,
     CredentialField,
     CursorGuard,
-    InvalidCursor,
     JobErrorRecord,
     JobKind,
     JobPage,
     JobRecord,
-    NotFound,
     Provider,
-    RateLimit,
-    RequestRejected,
     Status,
     status_from_counts,
 )
+from providers.errors import BadResponse, InvalidCursor, NotFound, RequestRejected
+from providers.http import RateLimit
 
 if TYPE_CHECKING:
     import requests
@@ -128,19 +124,6 @@ FIELDS = {"catalog": CATALOG_FIELDS, "coupon": CATALOG_FIELDS, "import": IMPORT_
 SORTS = {"import": "-created_at", "suppression": "-created"}
 
 
-def parse_time(value: Any, what: str) -> datetime | None:
-    """An ISO-8601 time from Klaviyo as an aware datetime (naive ones are UTC)."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise BadResponse(f"Klaviyo sent {what} that is not a time", excerpt=repr(value)[:80])
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadResponse(f"Klaviyo sent {what} that is not a time", excerpt=value[:80]) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def parse_count(value: Any, what: str) -> int | None:
     if value is None:
         return None
@@ -221,10 +204,10 @@ def job_record(kind: str, resource: Any) -> JobRecord:
         total_count=total,
         completed_count=completed,
         failed_count=failed,
-        created_at=parse_time(attributes.get("created_at"), "a created_at"),
-        started_at=parse_time(attributes.get("started_at"), "a started_at"),
-        completed_at=parse_time(attributes.get("completed_at"), "a completed_at"),
-        expires_at=parse_time(attributes.get("expires_at"), "an expires_at"),
+        created_at=KlaviyoProvider.read_time(attributes.get("created_at"), "created_at"),
+        started_at=KlaviyoProvider.read_time(attributes.get("started_at"), "started_at"),
+        completed_at=KlaviyoProvider.read_time(attributes.get("completed_at"), "completed_at"),
+        expires_at=KlaviyoProvider.read_time(attributes.get("expires_at"), "expires_at"),
         errors=errors,
     )
 
@@ -254,6 +237,11 @@ class KlaviyoProvider(Provider):
         **{kind.rate_tier: limit for kind, _, limit in KIND_TABLE},
         IMPORT_ERRORS_TIER: M_TIER,
     }
+    # The spec gives every time as "ISO 8601 format (YYYY-MM-DDTHH:MM:SS.mmmmmm)", no
+    # offset in the format, and every example is UTC (+00:00).
+    naive_times_are_utc: ClassVar[bool] = True
+    # A deployment pins the API revision it was tested with (sent as `revision`).
+    environment_options: ClassVar[Mapping[str, str]] = {"revision": "JOBCENTER_KLAVIYO_REVISION"}
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Klaviyo-API-Key {self.credentials.get('api_key', '')}"}

@@ -7,15 +7,17 @@ import json
 import logging
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from openapi_schema_validator import OAS30Validator
 
 from providers import get_provider
-from providers.base import AuthError, InvalidCursor, JobPage, NotFound, RateLimit, Status
-from providers.elasticpath import LISTING, ElasticPathProvider, parse_time
-from providers.http import RetryPolicy
+from providers.base import JobPage, Status
+from providers.elasticpath import LISTING, ElasticPathProvider
+from providers.errors import AuthError, BadTime, InvalidCursor, NotFound
+from providers.http import RateLimit, RetryPolicy
 from providers.sandbox.client import SandboxClient
 from tests.openapi_check import SPECS_DIR, request_errors, response_errors
 
@@ -172,7 +174,7 @@ def test_every_type_and_status_maps_equal_to_the_sandbox_state(sandbox: SandboxC
         assert record.status is EXPECTED_STATUS[job["status"]]
         assert record.is_terminal == (job["status"] in ("success", "failed", "cancelled"))
         for name in ("created_at", "started_at", "completed_at", "updated_at"):
-            assert getattr(record, name) == parse_time(job[name]), name
+            assert getattr(record, name) == ElasticPathProvider.read_time(job[name], name), name
         assert record.created_at is not None and record.created_at.tzinfo is not None
         assert record.raw["meta"] == job["meta"]
         assert record.raw["attributes"]["status"] == job["status"]
@@ -236,8 +238,11 @@ def test_statuses_match_without_regard_to_case() -> None:
             assert record.provider_status == value
     odd = provider.job_record({"id": "j2", "attributes": {"status": "paused"}})
     assert (odd.status, odd.kind) == (Status.UNKNOWN, "pim-job")
-    assert parse_time("2020-09-22T09:00:00").tzinfo is not None  # the spec's naive example
-    assert parse_time("yesterday") is None
+    # The spec's one example without an offset is UTC like the others; garbage is refused.
+    naive = provider.job_record({"id": "j3", "attributes": {"created_at": "2020-09-22T09:00:00"}})
+    assert naive.created_at == datetime(2020, 9, 22, 9, tzinfo=UTC)
+    with pytest.raises(BadTime, match="Elastic Path's created_at"):
+        provider.job_record({"id": "j4", "attributes": {"created_at": "yesterday"}})
 
 
 def test_paging_stops_on_a_short_page_and_ignores_a_lying_total(sandbox: SandboxClient) -> None:

@@ -12,7 +12,7 @@ from django.test import override_settings
 from jobcenter.models import Job, JobSnapshot, SyncRun
 from jobcenter.sync.engine import sync_account
 from jobcenter.sync.tracking import track_job
-from providers.base import BadResponse, TransientError
+from providers.errors import BadResponse, TransientError
 from providers.fullstory import FullstoryProvider
 from providers.http import RetryPolicy
 from tests.factories import create_fullstory_batch, events, local_jobs, sandbox_account, users

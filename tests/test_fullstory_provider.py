@@ -11,17 +11,18 @@ import pytest
 import requests
 
 from providers import get_provider
-from providers.base import (
+from providers.base import Status
+from providers.errors import (
     AccessDenied,
     AuthError,
     BadResponse,
+    BadTime,
     NotFound,
     NotReady,
     RateLimited,
-    Status,
     TransientError,
 )
-from providers.fullstory import EVENTS, USERS, FullstoryProvider, map_status, parse_time
+from providers.fullstory import EVENTS, USERS, FullstoryProvider, map_status
 from providers.http import RetryPolicy
 from providers.sandbox.client import SandboxClient
 from tests.factories import events, users
@@ -187,7 +188,7 @@ def test_statuses_counts_and_times_follow_the_batch(sandbox: SandboxClient) -> N
     assert running.total_count is None and running.completed_at is None
     assert not running.is_terminal
     truth = org.truth(partial)
-    assert running.created_at == parse_time(truth["created"])
+    assert running.created_at == FullstoryProvider.read_time(truth["created"], "job.created")
     assert running.created_at is not None and running.created_at.tzinfo is not None
 
     records = track_until_done(org, provider, jobs)
@@ -207,8 +208,8 @@ def test_statuses_counts_and_times_follow_the_batch(sandbox: SandboxClient) -> N
         ) == expected[job_id]
         assert (record.completed_count, record.failed_count) == (truth["imports"], truth["errors"])
         assert record.kind == jobs[job_id] and record.external_id == job_id
-        assert record.completed_at == parse_time(truth["finished"])
-        assert record.created_at == parse_time(truth["created"])
+        assert record.completed_at == FullstoryProvider.read_time(truth["finished"], "job.finished")
+        assert record.created_at == FullstoryProvider.read_time(truth["created"], "job.created")
         assert record.raw["job"]["id"] == job_id
         assert record.errors is None  # fetched separately, once the batch has failed
 
@@ -404,14 +405,16 @@ def test_status_answers_the_sandbox_cannot_give() -> None:
             provider.job_record(EVENTS, body, "j")
 
 
-def test_parse_time_reads_protobuf_times() -> None:
-    assert parse_time("2024-05-01T10:00:00Z") == datetime(2024, 5, 1, 10, tzinfo=UTC)
-    assert parse_time("2024-05-01T10:00:00.123456789Z") == datetime(
+def test_times_are_read_as_protobuf_writes_them_and_a_naive_one_is_refused() -> None:
+    def read(value: object) -> datetime | None:
+        return FullstoryProvider.read_time(value, "job.created")
+
+    assert read("2024-05-01T10:00:00Z") == datetime(2024, 5, 1, 10, tzinfo=UTC)
+    assert read("2024-05-01T10:00:00.123456789Z") == datetime(
         2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC
     )
-    assert parse_time("2017-01-15T01:30:15.01Z") == datetime(
-        2017, 1, 15, 1, 30, 15, 10000, tzinfo=UTC
-    )
-    assert parse_time(None) is None
-    assert parse_time("yesterday") is None
-    assert parse_time("2024-05-01T10:00:00") is None  # no zone: not guessed
+    assert read("2017-01-15T01:30:15.01Z") == datetime(2017, 1, 15, 1, 30, 15, 10000, tzinfo=UTC)
+    assert read(None) is None
+    for value in ("yesterday", "2024-05-01T10:00:00", 1714557600):  # no zone: not guessed
+        with pytest.raises(BadTime, match=r"Fullstory's job\.created"):
+            read(value)

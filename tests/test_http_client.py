@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from providers.base import BadResponse, RateLimit
-from providers.http import HttpClient, LocalTokenBucketStore, parse_retry_after, redact
+from providers.errors import BadResponse
+from providers.http import HttpClient, LocalTokenBucketStore, RateLimit, parse_retry_after, redact
 
 
 def test_redact_replaces_every_secret_longest_first() -> None:

@@ -12,15 +12,8 @@ import requests
 from requests.adapters import BaseAdapter
 
 from providers import get_provider
-from providers.base import (
-    AuthError,
-    BadResponse,
-    InvalidCursor,
-    JobRecord,
-    NotFound,
-    RateLimited,
-    Status,
-)
+from providers.base import JobRecord, Status
+from providers.errors import AuthError, BadResponse, InvalidCursor, NotFound, RateLimited
 from providers.http import LocalTokenBucketStore, RetryPolicy
 from providers.klaviyo import KlaviyoProvider, job_record
 from providers.sandbox.client import SandboxClient

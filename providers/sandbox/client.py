@@ -74,16 +74,15 @@ class SandboxClient:
         return self._call("POST", f"accounts/{account_id}/{action}", json=payload)
 
 
-def start_sandbox(
-    port: int | None = None, args: Sequence[str] = (), *, timeout: float = 20.0
-) -> tuple[subprocess.Popen[bytes], SandboxClient]:
-    """Start `python -m providers.sandbox` on loopback and wait until it answers."""
-    port = port or free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "providers.sandbox", "--port", str(port), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+def sandbox_command(port: int, args: Sequence[str] = ()) -> list[str]:
+    """The command line of a sandbox on loopback `port`, in this interpreter."""
+    return [sys.executable, "-m", "providers.sandbox", "--port", str(port), *args]
+
+
+def wait_until_healthy(
+    process: subprocess.Popen[bytes], port: int, timeout: float = 20.0
+) -> SandboxClient:
+    """The client of a sandbox just started, once it answers; RuntimeError if it never does."""
     client = SandboxClient(f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,10 +90,21 @@ def start_sandbox(
             error = process.stderr.read().decode() if process.stderr else ""
             raise RuntimeError(f"sandbox exited with {process.returncode}: {error[-2000:]}")
         if client.healthy():
-            return process, client
+            return client
         time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"sandbox did not answer on port {port} within {timeout}s")
+
+
+def start_sandbox(
+    port: int | None = None, args: Sequence[str] = (), *, timeout: float = 20.0
+) -> tuple[subprocess.Popen[bytes], SandboxClient]:
+    """Start `python -m providers.sandbox` on loopback and wait until it answers."""
+    port = port or free_port()
+    process = subprocess.Popen(
+        sandbox_command(port, args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    return process, wait_until_healthy(process, port, timeout)
 
 
 def stop_sandbox(process: subprocess.Popen[bytes]) -> None:

@@ -289,7 +289,13 @@ class ProviderSandbox:
     def control(
         self, account: SandboxAccount, action: str, payload: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """Provider-specific test controls (create jobs, revoke a key, ...)."""
+        """Provider-specific test controls (create jobs, revoke a key, ...).
+
+        The sandbox of a provider with `tracked_kinds` (jobs only their client knows the
+        ids of) answers `create_jobs` with `kind` (a Job.kind name), `count`, `size`
+        (items per job) and `failed` (how many of them fail) by {"kind", "ids"}: the demo
+        creates jobs that way and tracks them, naming no provider.
+        """
         raise KeyError(action)
 
     # The query parameter that carries a page cursor, for the "expired_cursor" fault.
