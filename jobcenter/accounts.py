@@ -20,9 +20,10 @@ from jobcenter.crypto import CredentialsUnreadable
 from jobcenter.models import ProviderAccount
 from jobcenter.sync import ratelimit
 from providers import PROVIDER_CLASSES, get_provider
-from providers.base import Provider, ProviderError, RateLimit
+from providers.base import Provider
+from providers.errors import ProviderError
 from providers.hosts import is_loopback
-from providers.http import RetryPolicy, redact
+from providers.http import RateLimit, RetryPolicy, redact
 
 
 def validate_base_url(provider_slug: str, base_url: str) -> str:
@@ -39,7 +40,9 @@ def validate_base_url(provider_slug: str, base_url: str) -> str:
     parts = urlsplit(base_url)
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("http", "https") or not host:
-        raise ValidationError("Enter a full URL such as https://a.klaviyo.com.", code="invalid")
+        raise ValidationError(
+            f"Enter a full URL such as {provider.default_base_url()}.", code="invalid"
+        )
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValidationError(
             "The base URL must not carry credentials, a query or a fragment.", code="invalid"
@@ -179,9 +182,9 @@ def build_provider(account: ProviderAccount) -> Provider:
 def quota_key(provider_slug: str, base_url: str, credentials: Mapping[str, str]) -> str:
     """Bucket key prefix for the provider-side quota these credentials draw on.
 
-    Providers count requests per credential (Klaviyo per account key, Elastic Path per
-    store), not per row in our table: two accounts holding the same credentials share
-    one budget. The key is a digest, so no secret is stored in it.
+    Providers count requests per credential (per account key, or per store), not per
+    row in our table: two accounts holding the same credentials share one budget. The
+    key is a digest, so no secret is stored in it.
     """
     material = json.dumps([provider_slug, base_url, sorted(credentials.items())])
     return f"{provider_slug}:{hashlib.sha256(material.encode()).hexdigest()[:24]}:"

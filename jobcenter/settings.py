@@ -14,6 +14,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from providers import options_from_environment
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -268,7 +270,7 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Job Center API",
     "DESCRIPTION": (
-        "The bulk jobs of Klaviyo, Elastic Path and Fullstory in one place: jobs, their "
+        "The bulk jobs of every provider account in one place: jobs, their "
         "history (snapshots) and error records, provider accounts and sync runs. Staff only; "
         "reads need the model's view permission, writes its change permission. Lists are "
         "cursor-paged: follow `next`."
@@ -316,10 +318,9 @@ LOGGING = {
 JOBCENTER_EXTRA_PROVIDER_HOSTS = env_list("JOBCENTER_EXTRA_PROVIDER_HOSTS")
 # Loopback base URLs (the sandbox) are accepted only in development.
 JOBCENTER_ALLOW_LOOPBACK_PROVIDERS = env_bool("JOBCENTER_ALLOW_LOOPBACK_PROVIDERS", DEBUG)
-# Options handed to provider modules, per provider slug.
-JOBCENTER_PROVIDER_OPTIONS = {
-    "klaviyo": {"revision": os.environ.get("JOBCENTER_KLAVIYO_REVISION", "2026-07-15")},
-}
+# Options handed to provider modules, per provider slug: those set by the environment
+# variables each provider names (Provider.environment_options).
+JOBCENTER_PROVIDER_OPTIONS = options_from_environment(os.environ)
 # How long a sync holds its account without renewing (it renews on every page): the most
 # a killed worker can delay the next run.
 JOBCENTER_LEASE_SECONDS = int(os.environ.get("JOBCENTER_LEASE_SECONDS", "120"))

@@ -133,8 +133,8 @@ def job_duration(
 ) -> str:
     """How long a job took, or has been running so far ('running 3 h').
 
-    `started` is the provider's start time, or its creation time when it reports none
-    (Klaviyo), so the figure includes any wait in the provider's queue.
+    `started` is the provider's start time, or its creation time when the provider
+    reports none, so the figure includes any wait in the provider's queue.
     """
     if started is None:
         return "—"

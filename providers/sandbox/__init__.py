@@ -3,6 +3,6 @@
 Run it with `python -m providers.sandbox --port 8765` or `python manage.py sandbox`.
 """
 
-from providers.sandbox.server import SANDBOX_CLASSES, SandboxApp, make_server
+from providers.sandbox.server import SandboxApp, make_server
 
-__all__ = ["SANDBOX_CLASSES", "SandboxApp", "make_server"]
+__all__ = ["SandboxApp", "make_server"]

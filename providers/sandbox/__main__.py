@@ -7,7 +7,8 @@ import logging
 import sys
 from typing import Any
 
-from providers.sandbox.server import SANDBOX_CLASSES, make_server
+from providers import SANDBOX_CLASSES
+from providers.sandbox.server import make_server
 
 
 def main(argv: list[str] | None = None) -> int:

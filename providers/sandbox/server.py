@@ -15,7 +15,6 @@ the test controls:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import socket
 import struct
@@ -27,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from providers import SANDBOX_CLASSES, get_sandbox
 from providers.sandbox.core import (
     FaultPlan,
     FixedWindowLimiter,
@@ -39,19 +39,7 @@ from providers.sandbox.core import (
 
 logger = logging.getLogger("providers.sandbox")
 
-# prefix -> "module:Class"; each provider's sandbox lives in its own module.
-SANDBOX_CLASSES: dict[str, str] = {
-    "klaviyo": "providers.sandbox.klaviyo:KlaviyoSandbox",
-    "elasticpath": "providers.sandbox.elasticpath:ElasticPathSandbox",
-    "fullstory": "providers.sandbox.fullstory:FullstorySandbox",
-}
-
 MASKED_HEADERS = {"authorization", "cookie"}
-
-
-def load_sandbox_class(prefix: str) -> type[ProviderSandbox]:
-    module_name, class_name = SANDBOX_CLASSES[prefix].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
 
 
 class SandboxApp:
@@ -66,7 +54,7 @@ class SandboxApp:
     ) -> None:
         self.limiter = FixedWindowLimiter()
         self.sandboxes: dict[str, ProviderSandbox] = {
-            prefix: load_sandbox_class(prefix)(self.limiter) for prefix in providers
+            prefix: get_sandbox(prefix)(self.limiter) for prefix in providers
         }
         self.log = RequestLog(log_size)
         self.log_bodies = log_bodies
