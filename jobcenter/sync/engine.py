@@ -48,13 +48,12 @@ from jobcenter.sync.lease import Lease, LeaseLost
 from jobcenter.sync.pages import EncodedRecord, PageWriter, encoded_pages, prepare_error_rows
 from jobcenter.sync.prefetch import prefetched
 from jobcenter.sync.refresh import UnlistedJobs
-from providers.base import (
+from providers.base import JobPage, Provider
+from providers.errors import (
     AccessDenied,
     AuthError,
     BadResponse,
     InvalidCursor,
-    JobPage,
-    Provider,
     ProviderError,
     RateLimited,
 )

@@ -24,18 +24,8 @@ from jobcenter.models import Job, JobError, ProviderAccount
 from jobcenter.sync.bookkeeping import RunBook, RunTotals
 from jobcenter.sync.bulk import JSONText, insert_rows
 from jobcenter.sync.prefetch import prefetched
-from providers.base import (
-    FAILED_STATUSES,
-    AuthError,
-    JobErrorRecord,
-    JobRecord,
-    NotFound,
-    NotReady,
-    Provider,
-    ProviderError,
-    RateLimited,
-    canonical_json,
-)
+from providers.base import FAILED_STATUSES, JobErrorRecord, JobRecord, Provider, canonical_json
+from providers.errors import AuthError, NotFound, NotReady, ProviderError, RateLimited
 
 FAILED_VALUES = [s.value for s in FAILED_STATUSES]
 # Failed jobs whose error records are written per transaction: few commits, and a crash

@@ -24,17 +24,8 @@ from django.utils import timezone
 from jobcenter.models import Job, JobSnapshot, ProviderAccount
 from jobcenter.sync.bookkeeping import RunBook
 from jobcenter.sync.pages import PageWriter
-from providers.base import (
-    AccessDenied,
-    AuthError,
-    JobRecord,
-    NotFound,
-    Provider,
-    ProviderError,
-    RateLimited,
-    Status,
-    payload_digest,
-)
+from providers.base import JobRecord, Provider, Status, payload_digest
+from providers.errors import AccessDenied, AuthError, NotFound, ProviderError, RateLimited
 
 REFRESH_BATCH = 50
 GONE_FROM_LISTING = "no longer listed by the provider"
