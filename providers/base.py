@@ -17,20 +17,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-# The error classes live in `providers.errors`, RateLimit in `providers.http`; the names
-# this module does not use stay importable from here for code written before the split.
-from providers.errors import (  # noqa: F401
-    AccessDenied,
-    AuthError,
-    BadResponse,
-    InvalidCursor,
-    NotFound,
-    NotReady,
-    ProviderError,
-    RateLimited,
-    RequestRejected,
-    TransientError,
-)
+# The error classes live in `providers.errors`; import them from there.
+from providers.errors import BadResponse
 from providers.http import HttpClient, RateLimit, RetryPolicy, TokenBucketStore
 from providers.times import parse_time
 
