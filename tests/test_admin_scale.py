@@ -1,14 +1,16 @@
-"""The job list and the dashboard with 100,000 jobs: fast, and a bounded number of queries.
+"""The job list and the dashboard with 100,000 jobs: size-independent work, few queries.
 
-Each page's work is compared with the same page over an empty jobs table in the same run
-(a ratio is stable across machines); the absolute bound on the wall clock is the issue's
-1 s. Run with -s to see the figures.
+What a page costs the database is counted, not timed: SQLite's own count of the
+virtual-machine instructions it ran (the same on every run, however busy the machine).
+A page whose queries are served by indexes and capped counts does the same work at
+50,000 and at 100,000 jobs; one that read the whole table would do twice as much. Render
+times on the wall clock are printed (run with -s) but asserted nowhere: the 1 s target
+is measured by `make bench` (bench/large.py), on a machine left alone.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -26,8 +28,8 @@ from tests.admin_support import plain_account, seed_jobs
 pytestmark = pytest.mark.django_db(transaction=True)
 
 JOBS = 100_000
-MAX_RATIO = 5.0
-MAX_SECONDS = 1.0
+# Work at 100,000 jobs over work at 50,000 (about 1.0 today; a scan of the table: 2.0).
+MAX_GROWTH = 1.25
 MAX_QUERIES = 12  # session, user, a capped count, the page, the account filter, ...
 
 PAGES = {
@@ -36,10 +38,10 @@ PAGES = {
         reverse("admin:jobcenter_job_changelist") + "?provider=klaviyo&status=failed"
     ),
     "dashboard": lambda: reverse("admin:index"),
-    # No index serves "not ended" yet (see the report): a scan, held to the absolute bound.
+    # No index serves "not ended" yet (see the report): a scan, so not held to the growth.
     "stuck jobs": lambda: reverse("admin:jobcenter_job_changelist") + "?stuck=yes",
 }
-RATIO_PAGES = ["job list", "failed Klaviyo jobs", "dashboard"]
+GROWTH_PAGES = ["job list", "failed Klaviyo jobs", "dashboard"]
 
 
 def render(client: Any, url: str) -> Any:
@@ -48,42 +50,48 @@ def render(client: Any, url: str) -> Any:
     return response
 
 
-@dataclass
-class Cost:
-    wall: float  # seconds on the clock: what a staff member waits
-    work: float  # seconds of work: this process's CPU plus the database server's time
+def database_work(client: Any, url: str) -> int:
+    """Hundreds of SQLite virtual-machine instructions one render ran (0 elsewhere)."""
+    if connection.vendor != "sqlite":
+        return 0
+    connection.ensure_connection()
+    ticks = [0]
 
+    def tick() -> int:
+        ticks[0] += 1
+        return 0  # carry on
 
-def measure(client: Any, url: str) -> Cost:
-    """One render's wall time and its work.
-
-    The work is the CPU time of this process (the test client, Django, and SQLite, which
-    runs in-process) plus, on a database server, the time its queries took. Unlike wall
-    time it does not grow when other processes share the machine (CI runs several test
-    suites on two cores), so the ratio compares the pages and not the neighbours.
-    """
-    server = connection.vendor != "sqlite"
-    with CaptureQueriesContext(connection) as queries:
-        wall, cpu = time.perf_counter(), time.process_time()
+    connection.connection.set_progress_handler(tick, 100)
+    try:
         render(client, url)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    db = sum(float(q["time"]) for q in queries.captured_queries) if server else 0.0
-    return Cost(wall=wall, work=cpu + db)
+    finally:
+        connection.connection.set_progress_handler(None, 100)
+    return ticks[0]
 
 
-def costs(client: Any, rounds: int = 7) -> dict[str, Cost]:
-    """The least wall time and the least work of each page over `rounds` rounds, after a
-    warm-up round; pages taken in turn, so a busy moment does not land on one only."""
+def seeded_work(client: Any, accounts: dict, jobs: int) -> tuple[dict[str, int], dict[str, float]]:
+    """Each page's database work and its least wall time (for the report) at `jobs` jobs."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM jobcenter_job")
+    with transaction.atomic():
+        seed_jobs(accounts, jobs, timezone.now())
+    with connection.cursor() as cursor:
+        # What a long-lived database has; the planner uses it.
+        cursor.execute("ANALYZE" if connection.vendor == "sqlite" else "VACUUM ANALYZE")
+    assert Job.objects.count() == jobs
     urls = {name: url() for name, url in PAGES.items()}
     for url in urls.values():
-        render(client, url)
-    best = {name: Cost(float("inf"), float("inf")) for name in urls}
-    for _ in range(rounds):
-        for name, url in urls.items():
-            cost = measure(client, url)
-            best[name].wall = min(best[name].wall, cost.wall)
-            best[name].work = min(best[name].work, cost.work)
-    return best
+        render(client, url)  # warm-up
+    work = {name: database_work(client, url) for name, url in urls.items()}
+    wall = {}
+    for name, url in urls.items():
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            render(client, url)
+            times.append(time.perf_counter() - started)
+        wall[name] = min(times)
+    return work, wall
 
 
 def test_job_list_and_dashboard_stay_fast_and_few_queries_at_100k_jobs(
@@ -93,28 +101,17 @@ def test_job_list_and_dashboard_stay_fast_and_few_queries_at_100k_jobs(
         provider: plain_account(f"{provider} scale", provider)
         for provider in ("klaviyo", "elasticpath", "fullstory")
     }
-    empty = costs(admin_client)
-
-    with transaction.atomic():
-        seed_jobs(accounts, JOBS, timezone.now())
-    if connection.vendor == "sqlite":
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")  # what a long-lived database has; the planner uses it
-    assert Job.objects.count() == JOBS
-
-    full = costs(admin_client)
+    half, _ = seeded_work(admin_client, accounts, JOBS // 2)
+    full, wall = seeded_work(admin_client, accounts, JOBS)
     with capsys.disabled():
         for name in PAGES:
             print(
-                f"\n[admin scale] {name}: work {empty[name].work * 1000:.1f} ms empty, "
-                f"{full[name].work * 1000:.1f} ms at {JOBS:,} jobs, ratio "
-                f"{full[name].work / empty[name].work:.2f}; wall {empty[name].wall * 1000:.1f}"
-                f" -> {full[name].wall * 1000:.1f} ms"
+                f"\n[admin scale] {name}: database work {half[name]} at {JOBS // 2:,} jobs, "
+                f"{full[name]} at {JOBS:,}; wall {wall[name] * 1000:.1f} ms (not asserted)"
             )
-    for name in PAGES:
-        assert full[name].wall < MAX_SECONDS, (name, full[name])
-    for name in RATIO_PAGES:
-        assert full[name].work / empty[name].work <= MAX_RATIO, (name, empty[name], full[name])
+    if connection.vendor == "sqlite":
+        for name in GROWTH_PAGES:
+            assert 0 < full[name] <= MAX_GROWTH * half[name], (name, half[name], full[name])
 
     for url in PAGES.values():
         with django_assert_max_num_queries(MAX_QUERIES):
