@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Everything on loopback until Ctrl-C: the sandbox, a first sync, the web server and the
+# django-q2 cluster syncing every minute. Other ports: make demo DEMO_ARGS="--port 8001
+# --sandbox-port 8766". The database is DATABASE_URL's (jobcenter.sqlite3 by default).
+DEMO_ARGS ?=
+
 demo: $(STAMP)
-	DEBUG=1 $(PY) manage.py demo
+	DEBUG=1 $(PY) manage.py demo $(DEMO_ARGS)
 
 # The web server and the django-q2 cluster on the configured database, for real accounts.
 run: $(STAMP)
