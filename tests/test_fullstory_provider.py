@@ -308,9 +308,11 @@ def test_429_retry_after_is_honoured_or_raised(sandbox: SandboxClient) -> None:
     org = Org(sandbox, rate_limits=True, requests_per_second=2, processing_seconds=0)
     job_id = org.create(USERS, users(1))
     patient = org.provider()
-    for _ in range(5):
-        assert patient.fetch_job(USERS, job_id).status is Status.SUCCEEDED
     counters = patient.client.counters
+    for _ in range(100):  # until throttled once, however slowly a busy machine sends them
+        assert patient.fetch_job(USERS, job_id).status is Status.SUCCEEDED
+        if counters.rate_limit_waits:
+            break
     assert counters.rate_limit_waits >= 1
     limited = [e for e in org.log() if e["status"] == 429]
     assert limited and all(e["response_headers"]["Retry-After"] == "1" for e in limited)
@@ -319,7 +321,7 @@ def test_429_retry_after_is_honoured_or_raised(sandbox: SandboxClient) -> None:
 
     hasty = org.provider(retry=RetryPolicy(max_inline_retry_after=0.5))
     with pytest.raises(RateLimited) as caught:
-        for _ in range(5):
+        for _ in range(100):
             hasty.fetch_job(USERS, job_id)
     assert caught.value.retry_after == 1.0
     assert "too_many_requests" in str(caught.value)
