@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 class Status(StrEnum):
-    """Normalized job status shared by every provider (see providers.md §5.1)."""
+    """Normalized job status shared by every provider."""
 
     QUEUED = "queued"
     RUNNING = "running"

@@ -1,4 +1,6 @@
-"""Elastic Path Composable Commerce: PXM (PIM) jobs (shared/providers.md §2, §5).
+"""Elastic Path Composable Commerce: PXM (PIM) jobs.
+
+The API as specified: tests/specs/elasticpath-pcm-jobs.openapi.json.
 
 Elastic Path lists every job type in one endpoint, `GET /pcm/jobs`, so this provider has
 one listing (`pcm-jobs`) whose records carry their own kind: the job's `attributes.type`

@@ -1,4 +1,6 @@
-"""Fullstory Server API v2 batch imports (events and users), see providers.md §3.
+"""Fullstory Server API v2 batch imports (events and users).
+
+The API as specified: tests/specs/fullstory-batch.openapi.json.
 
 Fullstory has no list of batch jobs: the only source of a job id is the answer to the
 create request, so Job Center tracks ids registered by whoever created the batches and
@@ -49,7 +51,7 @@ CREDENTIAL_PROBE_ID = "jobcenter-credential-check"
 
 
 def map_status(provider_status: str, imports: int, errors: int) -> Status:
-    """Normalized status of a batch from its status and counts (providers.md §5.1).
+    """Normalized status of a batch from its status and counts.
 
     FAILED covers partial failure, so the counts decide between failed and partially
     failed; a FAILED with no failures counted is taken at its word. COMPLETED means no

@@ -1,4 +1,6 @@
-"""Klaviyo: the 13 GA bulk-job types that have list endpoints (shared/providers.md §1, §5).
+"""Klaviyo: the 13 GA bulk-job types that have list endpoints.
+
+The API as specified: tests/specs/klaviyo-jobs.openapi.json (revision 2026-07-15).
 
 Every job type has its own list (`/api/<type>s`) and get (`/api/<type>s/<id>`); lists
 page with opaque cursors carried in `links.next` (an absolute URL), at most 100 jobs a

@@ -1,4 +1,4 @@
-"""Elastic Path PXM jobs, as the real service behaves (see shared/providers.md §2).
+"""Elastic Path PXM jobs, as the real service behaves (see its spec in tests/specs/).
 
 What it reproduces, and why each matters to the sync:
 

@@ -1,4 +1,4 @@
-"""Fullstory Server API v2 batch imports, as the real service behaves (providers.md §3).
+"""Fullstory Server API v2 batch imports, as the real service behaves (spec in tests/specs/).
 
 What it reproduces, and why each matters to the sync:
 

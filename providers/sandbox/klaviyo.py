@@ -1,4 +1,4 @@
-"""Klaviyo's bulk-job API as the real service behaves (see shared/providers.md §1).
+"""Klaviyo's bulk-job API as the real service behaves (tests/specs/klaviyo-jobs.openapi.json).
 
 What it reproduces, and why each matters to the sync:
 
