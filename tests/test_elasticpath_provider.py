@@ -8,12 +8,13 @@ import logging
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from openapi_schema_validator import OAS30Validator
 
-from providers import get_provider
+from providers import elasticpath, get_provider
 from providers.base import JobPage, Status
 from providers.elasticpath import LISTING, ElasticPathProvider
 from providers.errors import AuthError, BadTime, InvalidCursor, NotFound
@@ -307,19 +308,37 @@ def test_a_token_expiring_mid_listing_is_renewed_after_one_401(sandbox: SandboxC
     assert provider.token_requests == 2
 
 
-def test_a_short_lived_token_is_renewed_before_it_expires(sandbox: SandboxClient) -> None:
-    described, credentials = make_store(
-        sandbox, seed=4, jobs_per_kind=1, token_lifetime=2, frozen=False
-    )
+def test_a_short_lived_token_is_renewed_before_it_expires(
+    sandbox: SandboxClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store's clock (frozen) and the provider's (its module's `time`) move together,
+    # by the test's hand: no sleep, so no busy machine can let the token run out first.
+    described, credentials = make_store(sandbox, seed=4, jobs_per_kind=1, token_lifetime=2)
+    now = [time.monotonic()]
+    fake_time = SimpleNamespace(monotonic=lambda: now[0], time=time.time)
+    monkeypatch.setattr(elasticpath, "time", fake_time)
+
+    def advance(seconds: float) -> None:
+        now[0] += seconds
+        sandbox.clock(described["id"], advance=seconds)
+
     provider = make_provider(sandbox, credentials, page_limit=2)
     pages = provider.iter_pages(LISTING)
-    next(pages)
-    time.sleep(1.9)  # under a tenth of its life left, yet still valid: renewed now
+    first = next(pages)
+    advance(1.7)  # more than a tenth of its life left: kept
+    second = next(pages)
+    advance(0.2)  # under a tenth left, yet still valid: renewed now
     rest = list(pages)
-    assert sum(len(p.records) for p in rest) == 3
+    assert sum(len(p.records) for p in [first, second, *rest]) == 5
     log = sandbox.requests(described["id"])
     assert 401 not in [e["status"] for e in log]
-    assert len(token_requests(log)) == 2
+    assert [e["path"] for e in log] == [
+        "/oauth/access_token",
+        "/pcm/jobs",
+        "/pcm/jobs",
+        "/oauth/access_token",
+        "/pcm/jobs",
+    ]
 
 
 def test_revoked_secret_fails_after_exactly_one_renewal_and_never_leaks(
