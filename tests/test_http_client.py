@@ -21,8 +21,9 @@ def test_redact_replaces_every_secret_longest_first() -> None:
 def test_retry_after_in_seconds_and_as_http_date() -> None:
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after(" 2.5 ") == 2.5
-    future = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 28 <= parse_retry_after(future) <= 31
+    now = time.time()  # the date is read against this moment, not whenever the line runs
+    future = email.utils.formatdate(now + 30, usegmt=True)  # whole seconds
+    assert 29 < parse_retry_after(future, now=now) <= 30
     assert parse_retry_after("not a date") is None
     assert parse_retry_after(None) is None
 
