@@ -150,7 +150,10 @@ class Command(BaseCommand):
             ),
             stdout=subprocess.DEVNULL,
         )
-        sandbox = wait_until_healthy(process, port)
+        try:
+            sandbox = wait_until_healthy(process, port)
+        except RuntimeError as exc:  # its own error (a port in use, say) is printed above
+            raise CommandError(f"the sandbox did not start on port {port}: {exc}") from None
         self.stdout.write(f"sandbox providers on {sandbox.root}")
         return sandbox
 
