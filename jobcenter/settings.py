@@ -219,9 +219,8 @@ CACHES = {
     }
 }
 
-# django-q2 (DESIGN.md "Decisions already taken"): the ORM broker by default, named
-# explicitly; retry > timeout > the longest sync; one attempt (the next scheduled run is
-# the retry); no catch-up storm after downtime.
+# django-q2: the ORM broker by default, named explicitly; retry > timeout > the longest
+# sync; one attempt (the next scheduled run is the retry); no catch-up storm after downtime.
 Q_CLUSTER: dict = {
     "name": "jobcenter",
     "workers": int(os.environ.get("JOBCENTER_Q_WORKERS", "2")),

@@ -302,7 +302,7 @@ def export_schema(spec: ExportSpec, fmt: str) -> Any:
         summary=f"Export {spec.name} ({fmt.upper()})",
         description=f"{what[spec.name]} with the filters of the list endpoint, streamed as "
         f"a download, {row} per row. Needs the permission `jobcenter.export_job` beside "
-        "the view permission; counts against the export throttle. Columns: README.md.",
+        "the view permission; counts against the export throttle. Columns: docs/exports.md.",
         filters=True,
         responses={
             (200, CONTENT_TYPES[fmt].split(";")[0]): OpenApiResponse(
