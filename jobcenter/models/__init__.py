@@ -1,0 +1,47 @@
+"""The data model, one module per area; every model is importable from `jobcenter.models`.
+
+- `accounts`: provider accounts (credentials encrypted, sync state), rate-limit buckets;
+- `jobs`: jobs, their snapshots (history), error records, sync runs;
+- `alerts`: alert channels, rules, the event ledger, deliveries.
+
+Nothing here knows any provider's JSON. Migrations name `jobcenter.models._provider_choices`.
+"""
+
+from jobcenter.models.accounts import (
+    AccountStatus,
+    ProviderAccount,
+    RateLimitBucket,
+    _provider_choices,
+)
+from jobcenter.models.alerts import (
+    AlertChannel,
+    AlertChannelKind,
+    AlertDelivery,
+    AlertDeliveryStatus,
+    AlertEvent,
+    AlertEventState,
+    AlertEventType,
+    AlertRule,
+)
+from jobcenter.models.jobs import Job, JobError, JobSnapshot, SyncOutcome, SyncRun, SyncTrigger
+
+__all__ = [
+    "AccountStatus",
+    "AlertChannel",
+    "AlertChannelKind",
+    "AlertDelivery",
+    "AlertDeliveryStatus",
+    "AlertEvent",
+    "AlertEventState",
+    "AlertEventType",
+    "AlertRule",
+    "Job",
+    "JobError",
+    "JobSnapshot",
+    "ProviderAccount",
+    "RateLimitBucket",
+    "SyncOutcome",
+    "SyncRun",
+    "SyncTrigger",
+    "_provider_choices",
+]
