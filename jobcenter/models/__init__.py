@@ -2,7 +2,8 @@
 
 - `accounts`: provider accounts (credentials encrypted, sync state), rate-limit buckets;
 - `jobs`: jobs, their snapshots (history), error records, sync runs;
-- `alerts`: alert channels, rules, the event ledger, deliveries.
+- `alerts`: alert channels, rules, the event ledger, deliveries;
+- `teams`: teams and their members (who sees which accounts: `jobcenter.queries.scoping`).
 
 Nothing here knows any provider's JSON. Migrations name `jobcenter.models._provider_choices`.
 """
@@ -24,6 +25,7 @@ from jobcenter.models.alerts import (
     AlertRule,
 )
 from jobcenter.models.jobs import Job, JobError, JobSnapshot, SyncOutcome, SyncRun, SyncTrigger
+from jobcenter.models.teams import Team, TeamMembership
 
 __all__ = [
     "AccountStatus",
@@ -43,5 +45,7 @@ __all__ = [
     "SyncOutcome",
     "SyncRun",
     "SyncTrigger",
+    "Team",
+    "TeamMembership",
     "_provider_choices",
 ]

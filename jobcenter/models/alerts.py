@@ -11,6 +11,7 @@ from django.utils import timezone
 from jobcenter import crypto
 from jobcenter.models.accounts import ProviderAccount
 from jobcenter.models.jobs import Job
+from jobcenter.models.teams import Team
 from providers import PROVIDER_CLASSES
 
 
@@ -27,6 +28,14 @@ class AlertChannel(models.Model):
     """
 
     name = models.CharField(max_length=100, unique=True)
+    team = models.ForeignKey(
+        Team,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="alert_channels",
+        help_text="The team whose rules may send here. Blank: superusers' rules only.",
+    )
     kind = models.CharField(max_length=20, choices=AlertChannelKind.choices)
     recipients = models.TextField(
         blank=True, help_text="Email: addresses separated by commas or new lines."
@@ -80,6 +89,15 @@ class AlertRule(models.Model):
     """
 
     name = models.CharField(max_length=100, unique=True)
+    team = models.ForeignKey(
+        Team,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="alert_rules",
+        help_text="A team's rule watches only the team's accounts (\"every account\": "
+        "every account of the team). Blank: every account, superusers only.",
+    )
     enabled = models.BooleanField(default=True)
     channel = models.ForeignKey(
         AlertChannel,
