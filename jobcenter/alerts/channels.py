@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.mail import EmailMessage
 
+from jobcenter.alerts.messages import one_line
 from jobcenter.models import AlertChannel, AlertChannelKind, AlertDelivery
 
 
@@ -39,12 +40,16 @@ def channel_destination(channel: AlertChannel) -> str:
 
 
 def send_email(delivery: AlertDelivery, channel: AlertChannel) -> Attempt:
-    """One email; refused recipients are final, other SMTP and network errors retryable."""
+    """One email; refused recipients are final, other SMTP and network errors retryable.
+
+    The subject is cleaned again here (`one_line`): a delivery stored before subjects were
+    cleaned, or a digest's rule name, must not make Django refuse the header.
+    """
     recipients = channel.recipient_list()
     if not recipients:
         return Attempt(ok=False, error="the channel has no email recipients")
     message = EmailMessage(
-        subject=delivery.subject,
+        subject=one_line(delivery.subject),
         body=delivery.text,
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=recipients,

@@ -6,6 +6,7 @@ email, a webhook's `text` and a digest line always say the same thing.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,20 @@ def first_errors(job_ids: list[int]) -> dict[int, str]:
             text = f"{code}: {text}"
         texts[job_id] = " ".join(text.split())[:FIRST_ERROR_CHARS]
     return texts
+
+
+def one_line(text: str) -> str:
+    """`text` on one line without control characters: safe as a mail header's value.
+
+    Account names, job kinds and ids come from staff and providers; a line break there
+    made Django refuse the subject (BadHeaderError) and dropped the alert, and could have
+    smuggled in a header of its own. Each control character or line separator becomes a
+    space, and runs of spaces one.
+    """
+    spaced = "".join(
+        " " if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char for char in text
+    )
+    return " ".join(spaced.split())
 
 
 def site_link(path: str) -> str:
@@ -100,7 +115,7 @@ def event_data(
         if event.event == AlertEventType.JOB_STUCK and running_since:
             data["job"]["waiting_minutes"] = int((now - running_since).total_seconds() // 60)
         data["first_error"] = first_error
-        data["headline"] = (
+        data["headline"] = one_line(
             f"{data['title']}: {label} {job.kind} {job.external_id} (account {account.name})"
         )
     else:
@@ -110,7 +125,7 @@ def event_data(
             "last_success_at": iso(account.last_success_at),
             "last_sync_at": iso(account.last_sync_at),
         }
-        data["headline"] = f"{data['title']}: {account.name} ({label})"
+        data["headline"] = one_line(f"{data['title']}: {account.name} ({label})")
     return data
 
 
