@@ -12,7 +12,7 @@ import unicodedata
 import pytest
 from django.core import mail
 
-from jobcenter.alerts.messages import one_line
+from jobcenter.alerts.channels import one_line
 from jobcenter.models import AlertChannel, AlertDelivery, AlertRule, ProviderAccount
 from jobcenter.sync.engine import sync_account
 from tests.factories import sandbox_account

@@ -7,13 +7,13 @@ Both ways out (this module's email, `webhooks`'s POST) return an `Attempt`, whic
 from __future__ import annotations
 
 import smtplib
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMessage
 
-from jobcenter.alerts.messages import one_line
 from jobcenter.models import AlertChannel, AlertChannelKind, AlertDelivery
 
 
@@ -25,6 +25,20 @@ class Attempt:
     retryable: bool = False
     response_code: int | None = None
     error: str = ""
+
+
+def one_line(text: str) -> str:
+    """`text` on one line without control characters: safe as a mail header's value.
+
+    Account names, job kinds and ids come from staff and providers; a line break there
+    made Django refuse the subject (BadHeaderError) and dropped the alert, and could have
+    smuggled in a header of its own. Each control character or line separator becomes a
+    space, and runs of spaces one.
+    """
+    spaced = "".join(
+        " " if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char for char in text
+    )
+    return " ".join(spaced.split())
 
 
 def channel_destination(channel: AlertChannel) -> str:

@@ -6,13 +6,13 @@ email, a webhook's `text` and a digest line always say the same thing.
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.urls import reverse
 
+from jobcenter.alerts.channels import one_line
 from jobcenter.models import AlertEvent, AlertEventType, AlertRule, JobError
 from providers import get_provider
 
@@ -34,20 +34,6 @@ def first_errors(job_ids: list[int]) -> dict[int, str]:
             text = f"{code}: {text}"
         texts[job_id] = " ".join(text.split())[:FIRST_ERROR_CHARS]
     return texts
-
-
-def one_line(text: str) -> str:
-    """`text` on one line without control characters: safe as a mail header's value.
-
-    Account names, job kinds and ids come from staff and providers; a line break there
-    made Django refuse the subject (BadHeaderError) and dropped the alert, and could have
-    smuggled in a header of its own. Each control character or line separator becomes a
-    space, and runs of spaces one.
-    """
-    spaced = "".join(
-        " " if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char for char in text
-    )
-    return " ".join(spaced.split())
 
 
 def site_link(path: str) -> str:
