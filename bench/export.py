@@ -149,15 +149,15 @@ def main() -> int:
     env = configure_django(args.database_url)
 
     from django.contrib.auth.models import User
-    from rest_framework.authtoken.models import Token
 
     from bench.seed import seed
+    from jobcenter.tokens import create_token
 
     print(f"seeding {args.jobs:,} jobs ...", flush=True)
     seeded = seed(args.jobs, max_snapshots=0, log=lambda line: print(line, flush=True))
     print(f"seeded in {seeded.seconds:.0f}s", flush=True)
     user = User.objects.create_superuser("bench-exporter")
-    token = Token.objects.create(user=user).key
+    token = create_token(user, "bench export", 1)[1]
 
     port = free_port()
     server = subprocess.Popen(

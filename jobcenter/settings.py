@@ -85,7 +85,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -244,7 +244,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous caller gets 401 with `WWW-Authenticate: Token`.
-        "rest_framework.authentication.TokenAuthentication",
+        "jobcenter.api.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": [
@@ -265,6 +265,24 @@ REST_FRAMEWORK = {
         "jobcenter-export": os.environ.get("JOBCENTER_EXPORT_RATE", "30/hour"),
     },
 }
+
+# API tokens (jobcenter.tokens): django-rest-knox's, stored as SHA-512 digests, named,
+# expiring, sent as `Authorization: Token <key>`. Keys start with "jc_" so that secret
+# scanners and people can tell one when they see it.
+KNOX_TOKEN_MODEL = "jobcenter.ApiToken"  # noqa: S105 (a model, not a secret)
+# knox's migrations would create its own token table, unused once swapped for ours (and
+# one that PostgreSQL's TRUNCATE of users then trips over): the app runs without them.
+MIGRATION_MODULES = {"knox": None}
+REST_KNOX = {"AUTH_HEADER_PREFIX": "Token", "TOKEN_PREFIX": "jc_", "AUTO_REFRESH": False}
+# A new token's lifetime unless its maker says otherwise; no token lives longer than a
+# year, and none for ever.
+JOBCENTER_API_TOKEN_MAX_DAYS = 366
+JOBCENTER_API_TOKEN_DAYS = env_int("JOBCENTER_API_TOKEN_DAYS", 90)
+if not 1 <= JOBCENTER_API_TOKEN_DAYS <= JOBCENTER_API_TOKEN_MAX_DAYS:
+    raise ImproperlyConfigured(
+        f"JOBCENTER_API_TOKEN_DAYS must be from 1 to {JOBCENTER_API_TOKEN_MAX_DAYS} (days), "
+        f"not {JOBCENTER_API_TOKEN_DAYS}."
+    )
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Job Center API",

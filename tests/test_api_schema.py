@@ -23,7 +23,6 @@ from django.core.cache import cache
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.errors import Unsatisfiable
-from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -32,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.api_support import api_account, make_user, seed_history, token_client
+from tests.api_support import api_account, api_key, make_user, seed_history, token_client
 
 ROOT = Path(__file__).resolve().parent.parent
 # Hypothesis keeps caches in ./.hypothesis by default: keep the checkout clean.
@@ -127,13 +126,13 @@ def fuzz_target(live_server: Any) -> dict[str, Any]:
     """A live server with rows to find, and a superuser's token."""
     cache.clear()
     user = make_user("superuser")
-    token = Token.objects.create(user=user)
+    key = api_key(user)
     # Loopback base URL: nothing fuzzed syncs, and nothing could reach a real host.
     account = api_account(base_url="http://127.0.0.1:9/elasticpath")
     seeded = seed_history(account)
     return {
         "url": live_server.url,
-        "headers": {"Authorization": f"Token {token.key}"},
+        "headers": {"Authorization": f"Token {key}"},
         "ids": {
             "/api/v1/jobs/{id}/": seeded["jobs"][1].pk,
             "/api/v1/snapshots/{id}/": seeded["snapshots"][0].pk,

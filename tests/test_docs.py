@@ -235,14 +235,14 @@ def test_nothing_in_the_repository_points_outside_it() -> None:
 
 @pytest.mark.django_db
 def test_the_tours_token_opens_the_api() -> None:
-    """README tour, step 6: `drf_create_token admin`, then the job list with that token."""
+    """README tour, step 6: `create_api_token admin`, then the job list with that token."""
     User.objects.create_superuser("admin", "admin@example.invalid", "not-used-here")
     out = io.StringIO()
-    call_command("drf_create_token", "admin", stdout=out)
-    token = re.search(r"\b([0-9a-f]{40})\b", out.getvalue())
+    call_command("create_api_token", "admin", stdout=out, stderr=io.StringIO())
+    token = re.fullmatch(r"(jc_[0-9a-f]{64})\n", out.getvalue())
     assert token, out.getvalue()
     readme = README.read_text(encoding="utf-8")
-    assert "drf_create_token admin" in readme
+    assert "manage.py create_api_token admin" in readme
     assert "/api/v1/jobs/?status=failed&page_size=5" in readme
     response = Client().get(
         "/api/v1/jobs/?status=failed&page_size=5",

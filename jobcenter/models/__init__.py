@@ -3,6 +3,7 @@
 - `accounts`: provider accounts (credentials encrypted, sync state), rate-limit buckets;
 - `jobs`: jobs, their snapshots (history), error records, sync runs;
 - `alerts`: alert channels, rules, the event ledger, deliveries;
+- `tokens`: API tokens (hashed, named, expiring; django-rest-knox);
 - `teams`: teams and their members (who sees which accounts: `jobcenter.queries.scoping`).
 
 Nothing here knows any provider's JSON. Migrations name `jobcenter.models._provider_choices`.
@@ -26,6 +27,7 @@ from jobcenter.models.alerts import (
 )
 from jobcenter.models.jobs import Job, JobError, JobSnapshot, SyncOutcome, SyncRun, SyncTrigger
 from jobcenter.models.teams import Team, TeamMembership
+from jobcenter.models.tokens import ApiToken
 
 __all__ = [
     "AccountStatus",
@@ -37,6 +39,7 @@ __all__ = [
     "AlertEventState",
     "AlertEventType",
     "AlertRule",
+    "ApiToken",
     "Job",
     "JobError",
     "JobSnapshot",
