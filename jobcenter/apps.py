@@ -1,7 +1,7 @@
 from typing import Any
 
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_migrate, pre_save
 
 
 def create_cache_table(using: str = "default", **kwargs: Any) -> None:
@@ -18,3 +18,7 @@ class JobCenterConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(create_cache_table, sender=self)
+        # A Schedule runs only Job Center's own tasks, however it is saved.
+        from jobcenter.tasks import check_schedule_on_save
+
+        pre_save.connect(check_schedule_on_save, sender="django_q.Schedule")

@@ -5,13 +5,20 @@ and enqueues `run_sync` for each enabled, unblocked account that is due. Admin a
 "sync now" enqueue the same task. A duplicate delivery is harmless: the second run finds
 the account's lease taken and records itself as skipped. `deliver_alert` makes one
 attempt at one alert delivery.
+
+The task queue is not a console: a Schedule may name only one of `TASKS` and no hook
+(`check_schedule`, run on every save by `jobcenter.apps` and by the admin's form), since a
+worker imports and calls whatever dotted path a Schedule holds, with the worker's secrets.
 """
 
 from __future__ import annotations
 
+import ast
 import logging
 from datetime import timedelta
+from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.utils import timezone
 from django_q.models import Schedule
@@ -23,6 +30,12 @@ from jobcenter.models import ProviderAccount, SyncTrigger
 from jobcenter.sync.engine import sync_account
 
 SCHEDULE_NAME = "jobcenter: dispatch due syncs"
+# Every function a Schedule may run: Job Center's own tasks, defined below.
+TASKS = (
+    "jobcenter.tasks.dispatch_due_syncs",
+    "jobcenter.tasks.run_sync",
+    "jobcenter.tasks.deliver_alert",
+)
 logger = logging.getLogger("jobcenter.tasks")
 
 
@@ -89,6 +102,69 @@ def ensure_schedule() -> Schedule:
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,
             "repeats": -1,
+            "hook": None,
+            "args": None,
+            "kwargs": None,
         },
     )
     return schedule
+
+
+def _schedule_kwargs(text: str) -> Any:
+    """The keyword arguments django-q2's scheduler reads from a Schedule's text.
+
+    Exactly its parse (`django_q.scheduler`): a literal, else the keywords of the first
+    statement of `f(<text>)`. Only parsed, never run. Raises what the scheduler would.
+    """
+    try:
+        return ast.literal_eval(text)
+    except (SyntaxError, ValueError):
+        try:
+            keywords = ast.parse(f"f({text})").body[0].value.keywords  # type: ignore[attr-defined]
+            return {keyword.arg: ast.literal_eval(keyword.value) for keyword in keywords}
+        except (SyntaxError, ValueError):
+            return {}
+
+
+def check_schedule(func: str, hook: str | None = None, kwargs: str | None = None) -> None:
+    """Refuse a Schedule that would run anything but one of Job Center's `TASKS`.
+
+    A hook is a second function the worker calls (with the finished task), named by the
+    hook field or by `q_options` in the keyword arguments: Job Center's tasks need none.
+    Raises a ValidationError keyed by the Schedule's fields.
+    """
+    errors: dict[str, str] = {}
+    if func not in TASKS:
+        errors["func"] = f"Not a Job Center task. A schedule may run only: {', '.join(TASKS)}."
+    if hook:
+        errors["hook"] = "Schedules of Job Center's tasks take no hook."
+    if kwargs:
+        try:
+            options = _schedule_kwargs(kwargs)
+        except Exception:
+            errors["kwargs"] = "Not keyword arguments: a dict, or name=value pairs of literals."
+        else:
+            q_options = options.get("q_options") if isinstance(options, dict) else None
+            if isinstance(q_options, dict) and q_options.get("hook"):
+                errors["kwargs"] = "Schedules of Job Center's tasks take no hook (q_options)."
+    if errors:
+        raise ValidationError(errors)
+
+
+def check_schedule_on_save(sender: type, instance: Schedule, **kwargs: Any) -> None:
+    """pre_save of django-q2's Schedule (connected in `jobcenter.apps`): the ORM, a shell,
+    django-q2's own `schedule()` and the admin all save through here."""
+    check_schedule(instance.func, instance.hook, instance.kwargs)
+
+
+def stop_foreign_schedules() -> list[Schedule]:
+    """Stop (repeats=0, kept for inspection) stored Schedules that `check_schedule`
+    refuses: rows saved before the check existed. An UPDATE, since saving them is refused."""
+    foreign = []
+    for schedule in Schedule.objects.exclude(repeats=0):
+        try:
+            check_schedule(schedule.func, schedule.hook, schedule.kwargs)
+        except ValidationError:
+            foreign.append(schedule)
+    Schedule.objects.filter(pk__in=[s.pk for s in foreign]).update(repeats=0)
+    return foreign

@@ -1,6 +1,8 @@
 """`manage.py setup_schedules`: create (or correct) the every-minute dispatch schedule.
 
-Also creates the default alert rules (inactive until staff give them a channel).
+Also creates the default alert rules (inactive until staff give them a channel), and stops
+any stored schedule that runs something other than Job Center's own tasks (saved before
+schedules were checked on save; kept, with repeats 0, for someone to look at).
 """
 
 from __future__ import annotations
@@ -10,13 +12,19 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from jobcenter.alerts.defaults import ensure_default_rules
-from jobcenter.tasks import ensure_schedule
+from jobcenter.tasks import ensure_schedule, stop_foreign_schedules
 
 
 class Command(BaseCommand):
     help = "Create the django-q2 schedule that dispatches due syncs every minute (idempotent)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        for foreign in stop_foreign_schedules():
+            self.stderr.write(
+                f"stopped schedule {foreign.pk} {foreign.name!r}: it runs {foreign.func!r}"
+                + (f" with hook {foreign.hook!r}" if foreign.hook else "")
+                + ", not one of Job Center's tasks"
+            )
         schedule = ensure_schedule()
         for rule in ensure_default_rules():
             self.stdout.write(
