@@ -40,8 +40,10 @@ class AlertChannelForm(forms.ModelForm):
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-        help_text="Webhook only: the HMAC key receivers verify X-JobCenter-Signature with "
-        "(at least 16 characters). Stored encrypted; leave blank to keep the stored one.",
+        help_text="Webhook only: the key receivers verify the Standard Webhooks signature "
+        "with: a whsec_ secret (whsec_ and base64), or any text of at least 16 characters "
+        "(receivers then use whsec_ and the base64 of it). Stored encrypted; leave blank to "
+        "keep the stored one.",
     )
 
     class Meta:
@@ -218,6 +220,7 @@ class AlertDeliveryAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     fields = [
         "created_at",
+        "message_id",
         "rule",
         "channel",
         "channel_kind",

@@ -12,7 +12,7 @@ The modules, from the entry points down (each imports only those below it):
 - `messages`: the structured event webhooks receive and the texts people read;
 - `rules`: which rules apply to which accounts, quiet hours, channel validation;
 - `delivery`: one attempt per django-q2 task, the attempt log, retries with backoff;
-- `webhooks`: the signed POST, `verify_signature` for receivers, allowed URLs;
+- `webhooks`: the POST signed the Standard Webhooks way, the secret's key, allowed URLs;
 - `channels`: an attempt's outcome, email, a channel's displayable destination;
 - `defaults`: the default rules `setup_schedules` creates.
 

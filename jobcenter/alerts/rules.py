@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from jobcenter.alerts.webhooks import validate_webhook_url
+from jobcenter.alerts.webhooks import signing_key, validate_webhook_url
 from jobcenter.models import AlertChannel, AlertChannelKind, AlertRule, ProviderAccount
 
 MIN_SECRET_LENGTH = 16
@@ -84,4 +84,9 @@ def validate_channel(channel: AlertChannel, secret: str = "") -> dict[str, list[
             errors["secret"] = ["A webhook needs a signing secret."]
         elif secret and len(secret) < MIN_SECRET_LENGTH:
             errors["secret"] = [f"Use at least {MIN_SECRET_LENGTH} characters."]
+        elif secret:
+            try:
+                signing_key(secret)
+            except ValueError as exc:
+                errors["secret"] = [str(exc)]
     return errors

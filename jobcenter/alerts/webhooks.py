@@ -1,60 +1,81 @@
-"""Webhook channels: the signed POST, how a receiver checks it, which URLs are allowed.
+"""Webhook channels: the signed POST, the channel's secret as receivers know it, allowed URLs.
 
 Webhook requests: `POST` of JSON `{"text": "...", "event": {...}}` (`text` is what Slack
-shows; `event` the structured alert, or for a digest `{"type": "digest", "events": [...]}`)
-with these headers:
+shows; `event` the structured alert, or for a digest `{"type": "digest", "events": [...]}`),
+signed the Standard Webhooks way (https://www.standardwebhooks.com), so a receiver
+verifies with the `standardwebhooks` library or any other implementation of the spec:
 
-- `X-JobCenter-Timestamp`: Unix seconds when the attempt was made;
-- `X-JobCenter-Signature`: `sha256=` + hex HMAC-SHA256, keyed with the channel's secret,
-  of the bytes `<timestamp>.<raw body>`. A receiver recomputes it over the raw body it
-  received, compares in constant time (`verify_signature`), and refuses timestamps more
-  than five minutes old, so a captured request cannot be replayed later;
-- `X-JobCenter-Delivery`: the delivery id, the same on every retry (a dedupe key).
+- `webhook-id`: `msg_` + the delivery's `message_id` (hex), the same on every retry: the
+  receiver's dedupe key;
+- `webhook-timestamp`: Unix seconds when the attempt was made (receivers refuse it more
+  than five minutes off, so a captured request cannot be replayed later);
+- `webhook-signature`: `v1,` + base64 HMAC-SHA256 of `<id>.<timestamp>.<raw body>`, keyed
+  with the channel's secret as bytes (`signing_key`). The id is signed too, so a captured
+  request cannot be replayed under another id past the receiver's dedupe.
+
+The old `X-JobCenter-Timestamp`/`-Signature`/`-Delivery` headers are no longer sent.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import base64
+import binascii
 import json
 import time
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from standardwebhooks.webhooks import Webhook
 
 from jobcenter.alerts.channels import Attempt
 from jobcenter.crypto import CredentialsUnreadable
 from jobcenter.models import AlertChannel, AlertDelivery
 from providers.hosts import is_loopback
 
-SIGNATURE_TOLERANCE_SECONDS = 300
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+MIN_KEY_BYTES = 16
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """`sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`: the signature header's value."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a channel's secret.
 
-
-def verify_signature(
-    secret: str,
-    timestamp: str,
-    body: bytes,
-    signature: str,
-    *,
-    now: float | None = None,
-    tolerance: float = SIGNATURE_TOLERANCE_SECONDS,
-) -> bool:
-    """What a receiver does: recompute the signature and refuse stale timestamps."""
+    A secret typed as `whsec_<base64>` (the Standard Webhooks form) is that base64's bytes;
+    any other secret is its own UTF-8 bytes, so secrets stored before the Standard Webhooks
+    signature keep their meaning. Raises ValueError for a `whsec_` secret that is not
+    base64 of at least 16 bytes.
+    """
+    if not secret.startswith(SECRET_PREFIX):
+        return secret.encode()
+    encoded = secret.removeprefix(SECRET_PREFIX)
     try:
-        age = (time.time() if now is None else now) - int(timestamp)
-    except ValueError:
-        return False
-    if abs(age) > tolerance:
-        return False
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(
+            f"A secret starting with {SECRET_PREFIX} must be {SECRET_PREFIX} followed by the "
+            f"base64 of at least {MIN_KEY_BYTES} bytes."
+        )
+    return key
+
+
+def webhook_id(delivery: AlertDelivery) -> str:
+    return f"msg_{delivery.message_id.hex}"
+
+
+def signature_headers(delivery: AlertDelivery, secret: str, body: bytes) -> dict[str, str]:
+    """`webhook-id`, `webhook-timestamp` (now) and `webhook-signature` of one attempt."""
+    message_id = webhook_id(delivery)
+    sent_at = datetime.fromtimestamp(int(time.time()), UTC)
+    signature = Webhook(signing_key(secret)).sign(message_id, sent_at, body.decode())
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(sent_at.timestamp())),
+        "webhook-signature": signature,
+    }
 
 
 def validate_webhook_url(url: str) -> str:
@@ -96,14 +117,11 @@ def send_webhook(delivery: AlertDelivery, channel: AlertChannel) -> Attempt:
     if not secret:
         return Attempt(ok=False, error="the channel has no signing secret")
     body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False).encode()
-    timestamp = str(int(time.time()))
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "JobCenter-Alerts/1",
-        "X-JobCenter-Delivery": str(delivery.pk),
-        "X-JobCenter-Timestamp": timestamp,
-        "X-JobCenter-Signature": sign(secret, timestamp, body),
-    }
+    try:
+        signed = signature_headers(delivery, secret, body)
+    except ValueError as exc:
+        return Attempt(ok=False, error=f"signing secret unusable: {exc}")
+    headers = {"Content-Type": "application/json", "User-Agent": "JobCenter-Alerts/1", **signed}
     timeout = settings.JOBCENTER_ALERT_WEBHOOK_TIMEOUT
     try:
         response = requests.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ValidationError
@@ -227,6 +228,8 @@ class AlertDelivery(models.Model):
     """One message to one channel (a single alert or a digest) and every attempt to send it.
 
     The text and payload are fixed when the alert fires, so a retry sends the same thing.
+    `message_id` is the webhook's `webhook-id` (as `msg_<hex>`): the same on every retry,
+    unique across installations, the receiver's dedupe key.
     """
 
     rule = models.ForeignKey(
@@ -235,6 +238,7 @@ class AlertDelivery(models.Model):
     channel = models.ForeignKey(
         AlertChannel, on_delete=models.SET_NULL, null=True, related_name="deliveries"
     )
+    message_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     channel_kind = models.CharField(max_length=20, choices=AlertChannelKind.choices)
     destination = models.CharField(max_length=500, blank=True)  # display only, no secrets
     subject = models.CharField(max_length=300)
