@@ -1,18 +1,30 @@
-"""Admin pages show times in the staff member's own zone.
+"""What wraps each request: the staff member's time zone, and who may log in how often.
 
-The browser names its zone (IANA, e.g. "Europe/Paris") in a cookie set by
-`jobcenter/static/jobcenter/timezone.js`; there is no per-user setting to keep. Only
-admin pages are affected: the API keeps answering in the server's zone whatever cookie a
-browser carries.
+Admin pages show times in the staff member's own zone. The browser names its zone (IANA,
+e.g. "Europe/Paris") in a cookie set by `jobcenter/static/jobcenter/timezone.js`; there is
+no per-user setting to keep. Only admin pages are affected: the API keeps answering in the
+server's zone whatever cookie a browser carries.
+
+Logins (the admin's and the API's login pages) go through django-axes (settings
+`AXES_*`): `LockoutBackend` refuses a username or a client address that failed too often,
+`client_address` says whose address a request is (the proxy's forwarded one behind the
+load balancer), and `lockout_response` is the page a locked-out login gets.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from axes.backends import AxesStandaloneBackend
+from axes.helpers import get_cool_off
+from django.conf import settings
+from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
@@ -49,3 +61,66 @@ class StaffTimezoneMiddleware:
         # Template responses are rendered inside get_response, so within the override.
         with timezone.override(zone):
             return self.get_response(request)
+
+
+class LockoutBackend(AxesStandaloneBackend):
+    """django-axes' check, first of the authentication backends, for web logins only.
+
+    A call without a request (the test client's `login`, a shell) is no web login: axes
+    counts no failure without a request either, so it passes on to the next backend
+    instead of raising axes' "request required".
+    """
+
+    def authenticate(
+        self,
+        request: HttpRequest | None,
+        username: str | None = None,
+        password: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if request is None:
+            return None
+        return super().authenticate(request, username, password, **kwargs)
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """The client's address for axes' per-address count.
+
+    Behind the load balancer (JOBCENTER_BEHIND_TLS_PROXY) REMOTE_ADDR is the proxy's, and
+    each proxy appends the address it saw to X-Forwarded-For: the entry
+    JOBCENTER_PROXY_COUNT from the right is the client's (entries left of it are the
+    client's own claims). Without the proxy the header is the client's to forge: ignored.
+    """
+    remote = request.META.get("REMOTE_ADDR")
+    if not settings.JOBCENTER_BEHIND_TLS_PROXY:
+        return remote
+    forwarded = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    forwarded = [hop for hop in forwarded if hop]
+    if not forwarded:
+        return remote
+    candidate = forwarded[-min(settings.JOBCENTER_PROXY_COUNT, len(forwarded))]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return remote
+
+
+def lockout_response(
+    request: HttpRequest, original_response: HttpResponse | None, credentials: Any = None
+) -> HttpResponse:
+    """A 429 page that says why and for how long, with Retry-After (axes' lockout callable)."""
+    seconds = int(get_cool_off(request).total_seconds())
+    response = render(
+        request,
+        "admin/lockout.html",
+        {
+            "title": "Too many failed logins",
+            "site_header": admin.site.site_header,
+            "site_title": admin.site.site_title,
+            "failure_limit": settings.AXES_FAILURE_LIMIT,
+            "cooloff_minutes": max(1, seconds // 60),
+        },
+        status=429,
+    )
+    response["Retry-After"] = str(seconds)
+    return response

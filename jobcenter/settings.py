@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -90,6 +91,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "axes",
     "jobcenter",
 ]
 
@@ -108,6 +110,8 @@ MIDDLEWARE = [
     "jobcenter.middleware.StaffTimezoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last (django-axes): turns a login refused for too many failures into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "jobcenter.urls"
@@ -154,6 +158,34 @@ def _database() -> dict:
 DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Logins ------------------------------------------------------------------------------
+# django-axes counts failed logins (the admin's and the API's login pages) per username and
+# per client address in the cache (the database cache below: shared by every web process
+# and node); either reaching the limit refuses every login for it, right password
+# included, until the cool-off has passed since its last failure (jobcenter.middleware).
+AUTHENTICATION_BACKENDS = [
+    "jobcenter.middleware.LockoutBackend",  # first: refuses before any password is tried
+    "django.contrib.auth.backends.ModelBackend",
+]
+JOBCENTER_LOGIN_FAILURE_LIMIT = env_int("JOBCENTER_LOGIN_FAILURE_LIMIT", 5)
+JOBCENTER_LOGIN_COOLOFF_MINUTES = env_int("JOBCENTER_LOGIN_COOLOFF_MINUTES", 15)
+if JOBCENTER_LOGIN_FAILURE_LIMIT < 1 or JOBCENTER_LOGIN_COOLOFF_MINUTES < 1:
+    raise ImproperlyConfigured(
+        "JOBCENTER_LOGIN_FAILURE_LIMIT and JOBCENTER_LOGIN_COOLOFF_MINUTES must be at least 1."
+    )
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = JOBCENTER_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=JOBCENTER_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "jobcenter.middleware.client_address"
+AXES_LOCKOUT_CALLABLE = "jobcenter.middleware.lockout_response"
+# The cache handler keeps no database records: no empty admin pages for them.
+AXES_ENABLE_ADMIN = False
+# Its log lines name the address (to lift a lockout by it) and mask the username (a
+# password typed into that field must not reach the log); no start-up line per command.
+AXES_SENSITIVE_PARAMETERS = ["username"]
+AXES_VERBOSE = False
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -187,11 +219,16 @@ if DEBUG:
 # TLS ends at the load balancer, which sets X-Forwarded-Proto; gunicorn must be reachable
 # only through it (a client that reaches gunicorn directly could claim https). Each
 # setting can be turned off from the environment; with DEBUG on they default to off.
+JOBCENTER_BEHIND_TLS_PROXY = env_bool("JOBCENTER_BEHIND_TLS_PROXY", not DEBUG)
 SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https")
-    if env_bool("JOBCENTER_BEHIND_TLS_PROXY", not DEBUG)
-    else None
+    ("HTTP_X_FORWARDED_PROTO", "https") if JOBCENTER_BEHIND_TLS_PROXY else None
 )
+# Proxies in front of gunicorn that append to X-Forwarded-For (a CDN before the load
+# balancer makes 2): the client's address is the entry this many from the right. Read only
+# behind the proxy; entries further left are whatever the client sent.
+JOBCENTER_PROXY_COUNT = env_int("JOBCENTER_PROXY_COUNT", 1)
+if JOBCENTER_PROXY_COUNT < 1:
+    raise ImproperlyConfigured("JOBCENTER_PROXY_COUNT must be at least 1.")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)

@@ -1,8 +1,24 @@
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from jobcenter.health import healthz
+
+# The browsable API's login (DRF's `rest_framework.urls`, under the same names) with the
+# admin's form: only active staff get a session, as at /admin/login/.
+api_login = [
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="rest_framework/login.html",
+            authentication_form=AdminAuthenticationForm,
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+]
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -10,5 +26,5 @@ urlpatterns = [
     path("api/v1/", include("jobcenter.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/auth/", include("rest_framework.urls")),
+    path("api/auth/", include((api_login, "rest_framework"))),
 ]
