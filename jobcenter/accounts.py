@@ -23,7 +23,8 @@ from providers import PROVIDER_CLASSES, get_provider
 from providers.base import Provider
 from providers.errors import ProviderError
 from providers.hosts import is_loopback
-from providers.http import RateLimit, RetryPolicy, redact
+from providers.http import RateLimit, RetryPolicy
+from providers.redaction import redact
 
 
 def validate_base_url(provider_slug: str, base_url: str) -> str:

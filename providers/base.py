@@ -240,8 +240,9 @@ class Provider(ABC):
         return {"Accept": "application/json"}
 
     def describe_error(self, response: requests.Response) -> str:
-        """A short, human text from the provider's error body (no credentials in it)."""
-        return response.text[:300]
+        """A human text from the provider's error body, whole: the client redacts the
+        credentials in it, then cuts it (cut first, a credential could straddle the cut)."""
+        return response.text
 
     # -- class-level facts used by jobcenter ------------------------------------------
     @classmethod

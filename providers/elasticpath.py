@@ -120,17 +120,18 @@ class ElasticPathProvider(Provider):
         return {"Accept": "application/json"}
 
     def describe_error(self, response: requests.Response) -> str:
-        """`title: detail (request_id ...)` for each error, so staff can quote it to support.
+        """`title: detail (request_id ...)` for each error, so staff can quote it to support
+        (whole: the client redacts, then cuts).
 
         `status` comes as a string (the PIM spec) or a number (the error guide): both read.
         """
         try:
             body = response.json()
         except ValueError:
-            return response.text[:300]
+            return response.text
         items = body.get("errors") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
-            return response.text[:300]
+            return response.text
         texts = []
         for item in items[:5]:
             if not isinstance(item, dict):
@@ -141,7 +142,7 @@ class ElasticPathProvider(Provider):
             if item.get("request_id"):
                 text += f" (request_id {item['request_id']})"
             texts.append(text)
-        return "; ".join(texts) or response.text[:300]
+        return "; ".join(texts) or response.text
 
     # -- the token --------------------------------------------------------------------
     def access_token(self) -> str:
@@ -171,7 +172,7 @@ class ElasticPathProvider(Provider):
         if not isinstance(token, str) or not token:
             raise BadResponse(
                 "Elastic Path's token answer has no access_token",
-                excerpt=self.client.redact(str(body)[:300]),
+                excerpt=self.client.excerpt(body),
             )
         self.client.add_secret(token)
         lifetime = self._lifetime(body)
@@ -253,7 +254,7 @@ class ElasticPathProvider(Provider):
         if not isinstance(data, dict):
             raise BadResponse(
                 f"{self.label} answered a job request without a job",
-                excerpt=self.client.redact(str(body)[:300]),
+                excerpt=self.client.excerpt(body),
             )
         return self.job_record(data)
 
@@ -286,7 +287,7 @@ class ElasticPathProvider(Provider):
         if not isinstance(data, list) or not all(isinstance(i, dict) for i in data):
             raise BadResponse(
                 f"{self.label} sent {what} without a data list",
-                excerpt=self.client.redact(str(body)[:300]),
+                excerpt=self.client.excerpt(body),
             )
         return data
 
@@ -295,7 +296,7 @@ class ElasticPathProvider(Provider):
         if not isinstance(job_id, str) or not job_id:
             raise BadResponse(
                 f"{self.label} sent a job without an id",
-                excerpt=self.client.redact(str(item)[:300]),
+                excerpt=self.client.excerpt(item),
             )
         attributes = item.get("attributes")
         attributes = attributes if isinstance(attributes, dict) else {}

@@ -46,7 +46,11 @@ class TransientError(ProviderError):
 
 
 class BadResponse(ProviderError):
-    """The answer is not what the API documents; `excerpt` keeps a short piece of it."""
+    """The answer is not what the API documents; `excerpt` keeps the offending part.
+
+    A parser that does not hold the credentials keeps it whole: whoever shows it
+    redacts, then cuts it (`providers.redaction.redact_then_cut`), never the reverse.
+    """
 
     def __init__(self, message: str, *, excerpt: str = "", status_code: int | None = None) -> None:
         super().__init__(message, status_code=status_code)

@@ -40,7 +40,7 @@ from providers.base import (
     status_from_counts,
 )
 from providers.errors import AccessDenied, AuthError, BadResponse, NotFound, NotReady
-from providers.http import EXCERPT_CHARS, RateLimit
+from providers.http import RateLimit
 
 EVENTS = "events-batch-import"
 USERS = "users-batch-import"
@@ -78,7 +78,7 @@ def count(body: Mapping[str, Any], name: str) -> int:
         number = int(value)
     except ValueError:
         raise BadResponse(
-            f"Fullstory sent a non-numeric `{name}` count", excerpt=repr(value)[:100]
+            f"Fullstory sent a non-numeric `{name}` count", excerpt=repr(value)
         ) from None
     if number < 0:
         raise BadResponse(f"Fullstory sent a negative `{name}` count", excerpt=str(number))
@@ -121,18 +121,19 @@ class FullstoryProvider(Provider):
         return {"Accept": "application/json", "Content-Type": "application/json"}
 
     def describe_error(self, response: requests.Response) -> str:
-        """`<code>: <message>` from Fullstory's `{message, code}` envelope."""
+        """`<code>: <message>` from Fullstory's `{message, code}` envelope, else the whole
+        body (the client redacts, then cuts)."""
         try:
             body = json.loads(response.content)
         except (ValueError, UnicodeDecodeError):
-            return response.text[:EXCERPT_CHARS]
+            return response.text
         if not isinstance(body, dict):
-            return response.text[:EXCERPT_CHARS]
+            return response.text
         message = str(body.get("message") or "").strip()
         code = str(body.get("code") or "").strip()
         if code and message:
-            return f"{code}: {message}"[:EXCERPT_CHARS]
-        return (message or code or response.text)[:EXCERPT_CHARS]
+            return f"{code}: {message}"
+        return message or code or response.text
 
     # -- the calls the sync engine makes ----------------------------------------------
     def check_credentials(self) -> None:
@@ -207,13 +208,13 @@ class FullstoryProvider(Provider):
             if not isinstance(body, dict):
                 raise BadResponse(
                     "Fullstory's errors page is not a JSON object",
-                    excerpt=self.client.redact(response.text[:EXCERPT_CHARS]),
+                    excerpt=self.client.excerpt(response.text),
                 )
             results = body.get("results") or []
             if not isinstance(results, list):
                 raise BadResponse(
                     "Fullstory's errors page has no `results` list",
-                    excerpt=self.client.redact(response.text[:EXCERPT_CHARS]),
+                    excerpt=self.client.excerpt(response.text),
                 )
             for result in results:
                 yield self.error_record(kind, result)
@@ -230,7 +231,7 @@ class FullstoryProvider(Provider):
         if not isinstance(job, dict) or not isinstance(job.get("status"), str):
             raise BadResponse(
                 "Fullstory's batch status answer has no `job` with a `status`",
-                excerpt=self.client.redact(json.dumps(body, default=str)[:EXCERPT_CHARS]),
+                excerpt=self.client.excerpt(body),
             )
         imports = count(body, "imports")
         errors = count(body, "errors")

@@ -35,19 +35,13 @@ from providers.errors import (
     RequestRejected,
     TransientError,
 )
+from providers.redaction import EXCERPT_CHARS, as_text, redact, redact_then_cut
 
 logger = logging.getLogger("providers.http")
 
-REDACTED = "[redacted]"
-EXCERPT_CHARS = 300
 USER_AGENT = "jobcenter/0.1 (+internal job monitor)"
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every credential value in `text`; short values are too common to hunt for."""
-    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
+# How much of a log line an error message may take (after redaction).
+LOG_MESSAGE_CHARS = 200
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -159,7 +153,8 @@ ErrorDescriber = Callable[[requests.Response], str]
 
 
 def default_error_text(response: requests.Response) -> str:
-    return response.text[:EXCERPT_CHARS]
+    """The whole body: the client redacts it, then cuts it to EXCERPT_CHARS."""
+    return response.text
 
 
 class HttpClient:
@@ -206,6 +201,10 @@ class HttpClient:
 
     def redact(self, text: str) -> str:
         return redact(text, self.secrets)
+
+    def excerpt(self, value: object) -> str:
+        """A short piece of an answer (text or parsed JSON) for an error: redacted, then cut."""
+        return redact_then_cut(as_text(value), self.secrets, EXCERPT_CHARS)
 
     def url_for(self, path_or_url: str) -> str:
         """Absolute URL for a path under the base URL, or an absolute URL on its origin."""
@@ -264,7 +263,7 @@ class HttpClient:
                 response = None
                 error = TransientError(
                     f"{self.provider_label} did not answer: {type(exc).__name__}: "
-                    + self.redact(str(exc))[:EXCERPT_CHARS]
+                    + self.excerpt(str(exc))
                 )
             if error is None:
                 return response  # type: ignore[return-value]
@@ -279,7 +278,7 @@ class HttpClient:
                 "%s %s failed (%s); retry %d in %.2fs",
                 method,
                 self.redact(url),
-                self.redact(error.message)[:200],
+                redact_then_cut(error.message, self.secrets, LOG_MESSAGE_CHARS),
                 attempt,
                 wait,
             )
@@ -296,7 +295,7 @@ class HttpClient:
             raise BadResponse(
                 f"{self.provider_label} answered with {content_type or 'no content type'} "
                 "instead of JSON",
-                excerpt=self.redact(response.text[:EXCERPT_CHARS]),
+                excerpt=self.excerpt(response.text),
                 status_code=response.status_code,
             )
         try:
@@ -304,7 +303,7 @@ class HttpClient:
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadResponse(
                 f"{self.provider_label} sent a body that is not valid JSON ({exc})",
-                excerpt=self.redact(response.text[:EXCERPT_CHARS]),
+                excerpt=self.excerpt(response.text),
                 status_code=response.status_code,
             ) from None
 
@@ -344,9 +343,9 @@ class HttpClient:
     def _error_for(self, response: requests.Response) -> ProviderError:
         code = response.status_code
         try:
-            detail = self.redact(self.describe_error(response))
+            detail = self.excerpt(self.describe_error(response))
         except Exception:  # a describer must never hide the real error
-            detail = self.redact(response.text[:EXCERPT_CHARS])
+            detail = self.excerpt(response.text)
         label = self.provider_label
         if code == 401:
             return AuthError(
@@ -378,7 +377,7 @@ class HttpClient:
         if 200 <= code < 300:
             return BadResponse(
                 f"{label} answered HTTP {code} where the API documents another status",
-                excerpt=self.redact(response.text[:EXCERPT_CHARS]),
+                excerpt=self.excerpt(response.text),
                 status_code=code,
             )
         return RequestRejected(

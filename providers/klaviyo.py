@@ -12,7 +12,6 @@ have neither (nor a `failed_count`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote, urlsplit
@@ -30,13 +29,13 @@ from providers.base import (
 )
 from providers.errors import BadResponse, InvalidCursor, NotFound, RequestRejected
 from providers.http import RateLimit
+from providers.redaction import as_text
 
 if TYPE_CHECKING:
     import requests
 
 DEFAULT_REVISION = "2026-07-15"
 PAGE_SIZE = 100
-EXCERPT_CHARS = 300
 
 # The attributes each family maps, by the names the spec allows in `fields[<type>]`.
 CATALOG_FIELDS = (
@@ -130,7 +129,7 @@ def parse_count(value: Any, what: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadResponse(f"Klaviyo sent {what} that is not a number", excerpt=repr(value)[:80])
+        raise BadResponse(f"Klaviyo sent {what} that is not a number", excerpt=repr(value))
     return value
 
 
@@ -146,7 +145,7 @@ def error_record(payload: Any) -> JobErrorRecord:
     """An `APIJobErrorPayload` or an `import-error`'s attributes as a JobErrorRecord."""
     if not isinstance(payload, dict):
         raise BadResponse(
-            "Klaviyo sent an error entry that is not an object", excerpt=str(payload)[:80]
+            "Klaviyo sent an error entry that is not an object", excerpt=as_text(payload)
         )
     source = payload.get("source") if isinstance(payload.get("source"), dict) else {}
     code, title, detail = (str(payload.get(k) or "") for k in ("code", "title", "detail"))
@@ -165,7 +164,7 @@ def job_record(kind: str, resource: Any) -> JobRecord:
     family = FAMILY[kind]
     if not isinstance(resource, dict):
         raise BadResponse(
-            f"Klaviyo listed a {kind} that is not an object", excerpt=excerpt(resource)
+            f"Klaviyo listed a {kind} that is not an object", excerpt=as_text(resource)
         )
     attributes = resource.get("attributes")
     job_id = resource.get("id")
@@ -176,12 +175,12 @@ def job_record(kind: str, resource: Any) -> JobRecord:
         or not isinstance(attributes.get("status"), str)
     ):
         raise BadResponse(
-            f"Klaviyo sent a {kind} without an id, attributes or status", excerpt=excerpt(resource)
+            f"Klaviyo sent a {kind} without an id, attributes or status", excerpt=as_text(resource)
         )
     if resource.get("type") not in (None, kind):
         raise BadResponse(
             f"Klaviyo sent a {resource.get('type')!r} where a {kind} was asked for",
-            excerpt=excerpt(resource),
+            excerpt=as_text(resource),
         )
     provider_status = attributes["status"]
     total = parse_count(attributes.get("total_count"), "a total_count")
@@ -194,7 +193,7 @@ def job_record(kind: str, resource: Any) -> JobRecord:
         inline = attributes["errors"]
         if inline is not None and not isinstance(inline, list):
             raise BadResponse(
-                f"Klaviyo sent {kind} errors that are not a list", excerpt=excerpt(inline)
+                f"Klaviyo sent {kind} errors that are not a list", excerpt=as_text(inline)
             )
         errors = [error_record(entry) for entry in inline or []]
     return JobRecord(
@@ -212,14 +211,6 @@ def job_record(kind: str, resource: Any) -> JobRecord:
         expires_at=KlaviyoProvider.read_time(attributes.get("expires_at"), "expires_at"),
         errors=errors,
     )
-
-
-def excerpt(value: Any) -> str:
-    try:
-        text = json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text[:EXCERPT_CHARS]
 
 
 class KlaviyoProvider(Provider):
@@ -255,7 +246,7 @@ class KlaviyoProvider(Provider):
         }
 
     def describe_error(self, response: requests.Response) -> str:
-        """`code: detail` of the first JSON:API error, or a short excerpt of the body."""
+        """`code: detail` of the first JSON:API error, else the whole body (the client cuts)."""
         try:
             first = response.json()["errors"][0]
             code, detail = first.get("code") or "", first.get("detail") or first.get("title")
@@ -263,7 +254,7 @@ class KlaviyoProvider(Provider):
                 return f"{code}: {detail}" if code else str(detail)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             pass
-        return response.text[:EXCERPT_CHARS]
+        return response.text
 
     # -- the calls ----------------------------------------------------------------------
     def check_credentials(self) -> None:
@@ -324,13 +315,14 @@ class KlaviyoProvider(Provider):
         )
         if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
             raise BadResponse(
-                f"Klaviyo answered a {kind} get without a data object", excerpt=excerpt(body)
+                f"Klaviyo answered a {kind} get without a data object",
+                excerpt=self.client.excerpt(body),
             )
         record = job_record(kind, body["data"])
         if record.external_id != external_id:
             raise BadResponse(
                 f"Klaviyo answered {kind} {external_id} with job {record.external_id}",
-                excerpt=excerpt(body["data"]),
+                excerpt=self.client.excerpt(body["data"]),
             )
         return record
 
@@ -356,7 +348,8 @@ class KlaviyoProvider(Provider):
                 attributes = item.get("attributes") if isinstance(item, dict) else None
                 if not isinstance(attributes, dict):
                     raise BadResponse(
-                        "Klaviyo sent an import error without attributes", excerpt=excerpt(item)
+                        "Klaviyo sent an import error without attributes",
+                        excerpt=self.client.excerpt(item),
                     )
                 record = error_record({"id": item.get("id"), **attributes})
                 record.raw = item  # the resource as received, original_payload included
@@ -381,8 +374,7 @@ class KlaviyoProvider(Provider):
             raise
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise BadResponse(
-                "Klaviyo answered a list without a data list",
-                excerpt=self.client.redact(excerpt(body)),
+                "Klaviyo answered a list without a data list", excerpt=self.client.excerpt(body)
             )
         return body
 
@@ -393,14 +385,14 @@ class KlaviyoProvider(Provider):
             return None
         if not isinstance(links, dict):
             raise BadResponse(
-                "Klaviyo sent list links that are not an object", excerpt=excerpt(links)
+                "Klaviyo sent list links that are not an object", excerpt=self.client.excerpt(links)
             )
         next_url = links.get("next")
         if next_url in (None, ""):
             return None
         if not isinstance(next_url, str):
             raise BadResponse(
-                "Klaviyo sent a links.next that is not a URL", excerpt=excerpt(next_url)
+                "Klaviyo sent a links.next that is not a URL", excerpt=self.client.excerpt(next_url)
             )
         self.client.url_for(next_url)  # BadResponse for another host: never saved, never sent
         return next_url

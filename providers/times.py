@@ -13,6 +13,8 @@ The policy, the same for every provider:
 - Anything else (not text, not ISO 8601, a naive time not known to be UTC) raises
   `BadTime`, a `BadResponse`: the answer is not what the API documents, and the sync
   reports it as it reports any other malformed answer instead of storing a wrong time.
+  Its excerpt is the value whole: whoever shows it redacts, then cuts
+  (`providers.redaction.redact_then_cut`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from providers.errors import BadTime
 
 # More than six fraction digits, then whatever follows (an offset or nothing).
 _LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
-EXCERPT_CHARS = 80
 
 
 def parse_time(value: object, what: str, *, naive_is_utc: bool = False) -> datetime | None:
@@ -37,19 +38,19 @@ def parse_time(value: object, what: str, *, naive_is_utc: bool = False) -> datet
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise BadTime(f"{what} is not a time", excerpt=repr(value)[:EXCERPT_CHARS])
+        raise BadTime(f"{what} is not a time", excerpt=repr(value))
     text = _LONG_FRACTION.sub(r"\1", value.strip())
     if text[-1:] == "z":
         text = text[:-1] + "Z"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise BadTime(f"{what} is not an ISO 8601 time", excerpt=value[:EXCERPT_CHARS]) from None
+        raise BadTime(f"{what} is not an ISO 8601 time", excerpt=value) from None
     if parsed.tzinfo is None:
         if not naive_is_utc:
             raise BadTime(
                 f"{what} has no UTC offset, and the provider does not document its zone",
-                excerpt=value[:EXCERPT_CHARS],
+                excerpt=value,
             )
         return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)

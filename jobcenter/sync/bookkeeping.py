@@ -18,9 +18,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from jobcenter.models import AccountStatus, ProviderAccount, SyncOutcome, SyncRun
-from providers.http import HttpCounters, redact
+from providers.http import HttpCounters
+from providers.redaction import EXCERPT_CHARS, redact, redact_then_cut
 
 ProgressCallback = Callable[[str], None]
+# The longest problem a run keeps, and the longest error it stores (both after redaction).
+PROBLEM_CHARS = 500
+ERROR_CHARS = 4000
 
 
 @dataclass
@@ -66,7 +70,11 @@ class RunBook:
 
     def note_problem(self, text: str) -> None:
         """Keep a problem that did not stop the run (safe from the prefetch thread)."""
-        self.totals.problems.append(redact(text, self.secrets)[:500])
+        self.totals.problems.append(redact_then_cut(text, self.secrets, PROBLEM_CHARS))
+
+    def excerpt(self, text: str) -> str:
+        """A piece of a provider's answer for the run's error: redacted, then cut."""
+        return redact_then_cut(text, self.secrets, EXCERPT_CHARS)
 
     def report(self, listing: str, text: str) -> None:
         text = redact(text, self.secrets)
@@ -88,7 +96,7 @@ class RunBook:
             error = "; ".join(problems)
         elif error and problems:
             error = "; ".join([error, *problems])
-        error = redact(error, self.secrets)[:4000]
+        error = redact_then_cut(error, self.secrets, ERROR_CHARS)
         now = timezone.now()
         run = self.run
         self.copy_totals(run, counters)

@@ -139,7 +139,8 @@ class AccountSync:
             error = f"deferred for {wait:.0f}s: {exc}"
         except BadResponse as exc:
             outcome = SyncOutcome.FAILED
-            error = f"{exc}" + (f" — the answer began: {exc.excerpt}" if exc.excerpt else "")
+            answer = self.book.excerpt(exc.excerpt)
+            error = f"{exc}" + (f" — the answer began: {answer}" if answer else "")
         except ProviderError as exc:
             outcome, error = SyncOutcome.FAILED, str(exc)
         except CredentialsUnreadable as exc:
