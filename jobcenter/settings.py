@@ -383,6 +383,17 @@ JOBCENTER_REFRESH_PER_RUN = int(os.environ.get("JOBCENTER_REFRESH_PER_RUN", "500
 JOBCENTER_ERROR_FETCHES_PER_RUN = int(os.environ.get("JOBCENTER_ERROR_FETCHES_PER_RUN", "200"))
 # Error records kept per job (a profile import can report thousands).
 JOBCENTER_MAX_ERRORS_PER_JOB = int(os.environ.get("JOBCENTER_MAX_ERRORS_PER_JOB", "10000"))
+# Error records keep the failing record's own data (a profile, an event, a user: what
+# each provider declares as such, `providers.base.PersonalData`) with "keep", or drop it
+# and keep only what went wrong with "drop".
+JOBCENTER_ERROR_RECORD_PERSONAL_DATA = (
+    (os.environ.get("JOBCENTER_ERROR_RECORD_PERSONAL_DATA") or "keep").strip().lower()
+)
+if JOBCENTER_ERROR_RECORD_PERSONAL_DATA not in {"keep", "drop"}:
+    raise ImproperlyConfigured(
+        "JOBCENTER_ERROR_RECORD_PERSONAL_DATA must be keep or drop, "
+        f"not {JOBCENTER_ERROR_RECORD_PERSONAL_DATA!r}."
+    )
 # Connect and read timeouts of every provider request, in seconds.
 JOBCENTER_HTTP_TIMEOUT = tuple(
     float(part) for part in os.environ.get("JOBCENTER_HTTP_TIMEOUT", "5,30").split(",")

@@ -12,7 +12,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -80,6 +80,40 @@ class CredentialField:
     help_text: str = ""
 
 
+@dataclass(frozen=True)
+class PersonalData:
+    """Which parts of an error record are the failing record's own data (a profile, an
+    event, a user), as opposed to what the provider says went wrong with it.
+
+    A provider declares it on each error record it makes: `raw_paths` are key paths into
+    `JobErrorRecord.raw`, `fields` the record's fields read from that data (a user's
+    email as its `title`, say). Job Center drops both when a deployment keeps no
+    personal data in error records (`without_personal_data`); it never reads the JSON.
+    """
+
+    raw_paths: tuple[tuple[str, ...], ...] = ()
+    fields: tuple[str, ...] = ()
+
+
+NO_PERSONAL_DATA = PersonalData()
+
+
+def without_paths(raw: Mapping[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+    """A copy of `raw` without the keys at `paths`; the input is left as it was."""
+    result = dict(raw)
+    for path in paths:
+        node = result
+        for key in path[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                break
+            node[key] = dict(child)  # copied on the way down: the input stays whole
+            node = node[key]
+        else:
+            node.pop(path[-1], None)
+    return result
+
+
 @dataclass
 class JobErrorRecord:
     """One per-record error a provider reports for a job."""
@@ -90,6 +124,16 @@ class JobErrorRecord:
     source: str = ""
     external_id: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    personal_data: PersonalData = NO_PERSONAL_DATA
+
+    def without_personal_data(self) -> JobErrorRecord:
+        """This record without the failing record's own data: the declared raw paths
+        removed, the declared fields blank; the provider's message and code stay."""
+        declared = self.personal_data
+        if not declared.raw_paths and not declared.fields:
+            return self
+        blanks = dict.fromkeys(declared.fields, "")
+        return replace(self, raw=without_paths(self.raw, declared.raw_paths), **blanks)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from providers.base import (
     JobKind,
     JobPage,
     JobRecord,
+    PersonalData,
     Provider,
     Status,
     status_from_counts,
@@ -48,6 +49,11 @@ USERS = "users-batch-import"
 SEGMENTS: dict[str, str] = {EVENTS: "events", USERS: "users"}
 # An id no batch can have: a 404 for it proves the key was accepted (see check_credentials).
 CREDENTIAL_PROBE_ID = "jobcenter-credential-check"
+# What of an error result is the failed object itself, as it was sent: an event (with the
+# batch's `shared` part) or a user; and the fields read from it (the user's id, and a
+# user's name or email as the title). Fullstory's message and code say what went wrong.
+EVENT_PERSONAL_DATA = PersonalData(raw_paths=(("event",), ("shared",)), fields=("external_id",))
+USER_PERSONAL_DATA = PersonalData(raw_paths=(("user",),), fields=("title", "external_id"))
 
 
 def map_status(provider_status: str, imports: int, errors: int) -> Status:
@@ -265,11 +271,13 @@ class FullstoryProvider(Provider):
             external_id = user.get("uid") or user.get("id") or session.get("id") or ""
             title = str(event.get("name") or "")
             source = "event"
+            personal_data = EVENT_PERSONAL_DATA
         else:
             user = result.get("user") if isinstance(result.get("user"), dict) else {}
             external_id = user.get("uid") or user.get("id") or ""
             title = str(user.get("display_name") or user.get("email") or "")
             source = "user"
+            personal_data = USER_PERSONAL_DATA
         return JobErrorRecord(
             message=message,
             code=code,
@@ -277,6 +285,7 @@ class FullstoryProvider(Provider):
             source=source,
             external_id=str(external_id),
             raw=result,
+            personal_data=personal_data,
         )
 
     def _job_path(self, kind: str, external_id: str) -> str:

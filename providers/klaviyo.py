@@ -23,6 +23,7 @@ from providers.base import (
     JobKind,
     JobPage,
     JobRecord,
+    PersonalData,
     Provider,
     Status,
     status_from_counts,
@@ -71,6 +72,8 @@ L_TIER = RateLimit(((75, 1), (750, 60)))
 XL_TIER = RateLimit(((350, 1), (3500, 60)))
 M_TIER = RateLimit(((10, 1), (150, 60)))
 IMPORT_ERRORS_TIER = "profile-bulk-import-job:import-errors"
+# An import error carries the profile that failed, as it was sent (`original_payload`).
+IMPORT_ERROR_PERSONAL_DATA = PersonalData(raw_paths=(("attributes", "original_payload"),))
 
 STATUS_MAP = {
     "queued": Status.QUEUED,
@@ -353,6 +356,7 @@ class KlaviyoProvider(Provider):
                     )
                 record = error_record({"id": item.get("id"), **attributes})
                 record.raw = item  # the resource as received, original_payload included
+                record.personal_data = IMPORT_ERROR_PERSONAL_DATA
                 yield record
             next_url = self._next_link(body)
             guard.advance(next_url)

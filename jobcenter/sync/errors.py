@@ -34,11 +34,15 @@ ERROR_JOBS_PER_TRANSACTION = 20
 
 
 def error_rows(records: list[JobErrorRecord]) -> list[dict[str, Any]]:
-    """JobError rows for insert_rows, cut to the columns' lengths.
+    """JobError rows for insert_rows, cut to the columns' lengths; without the failing
+    record's own data (what its provider declares) when the deployment keeps none
+    (JOBCENTER_ERROR_RECORD_PERSONAL_DATA=drop).
 
     replace_errors sets the job and the time (fetched errors' rows are built ahead, in
     the prefetch thread).
     """
+    if settings.JOBCENTER_ERROR_RECORD_PERSONAL_DATA == "drop":
+        records = [record.without_personal_data() for record in records]
     return [
         {
             "job_id": None,
