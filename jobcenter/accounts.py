@@ -22,52 +22,73 @@ from jobcenter.sync import ratelimit
 from providers import PROVIDER_CLASSES, get_provider
 from providers.base import Provider
 from providers.errors import ProviderError
-from providers.hosts import is_loopback
 from providers.http import RateLimit, RetryPolicy
+from providers.outbound import DEFAULT_PORTS, OutboundPolicy, Refused, check_url, parse_target
 from providers.redaction import redact
+
+
+def outbound_policy(*, allow_loopback: bool) -> OutboundPolicy:
+    """The outbound policy (`providers.outbound`) under the current settings.
+
+    Built per use, so settings changed since start-up (or by a test) count.
+    """
+    return OutboundPolicy(
+        allow_loopback=allow_loopback,
+        allowed_networks=tuple(settings.JOBCENTER_OUTBOUND_ALLOWED_NETWORKS),
+        max_response_bytes=settings.JOBCENTER_MAX_RESPONSE_BYTES,
+        deadline=settings.JOBCENTER_HTTP_DEADLINE,
+    )
+
+
+def provider_policy() -> OutboundPolicy:
+    return outbound_policy(allow_loopback=settings.JOBCENTER_ALLOW_LOOPBACK_PROVIDERS)
+
+
+def refusal_message(exc: Refused) -> str:
+    """A policy refusal as a form error: one sentence."""
+    return f"Refused: {exc.message}."
+
+
+def provider_origins(provider: type[Provider]) -> set[tuple[str, str, int]]:
+    """(scheme, host, port) credentials may go to: the documented hosts and the extra
+    ones (`host` or `host:port`), https only."""
+    hosts = [*provider.documented_hosts, *settings.JOBCENTER_EXTRA_PROVIDER_HOSTS]
+    return {parse_target(f"https://{host.strip()}/").origin for host in hosts}
 
 
 def validate_base_url(provider_slug: str, base_url: str) -> str:
     """The normalized base URL, or ValidationError saying why credentials may not go there.
 
     Allowed: blank (the provider's default); https on one of the provider's documented
-    hosts or on a host listed in JOBCENTER_EXTRA_PROVIDER_HOSTS; loopback (the sandbox)
-    while JOBCENTER_ALLOW_LOOPBACK_PROVIDERS is on (it follows DEBUG by default).
+    hosts or on a host listed in JOBCENTER_EXTRA_PROVIDER_HOSTS (its default port unless
+    the entry names one); loopback (the sandbox) while JOBCENTER_ALLOW_LOOPBACK_PROVIDERS
+    is on (it follows DEBUG by default). The URL must read one way only, and pass the
+    outbound policy (`providers.outbound`); names are resolved when connecting.
     """
     base_url = (base_url or "").strip()
     if not base_url:
         return ""
     provider = get_provider(provider_slug)
-    parts = urlsplit(base_url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host:
+    if urlsplit(base_url).scheme.lower() not in DEFAULT_PORTS or "://" not in base_url:
         raise ValidationError(
             f"Enter a full URL such as {provider.default_base_url()}.", code="invalid"
         )
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValidationError(
-            "The base URL must not carry credentials, a query or a fragment.", code="invalid"
-        )
-    if is_loopback(host):
-        if not settings.JOBCENTER_ALLOW_LOOPBACK_PROVIDERS:
-            raise ValidationError(
-                "Loopback base URLs (the sandbox) are allowed only in development "
-                "(DEBUG or JOBCENTER_ALLOW_LOOPBACK_PROVIDERS).",
-                code="loopback",
-            )
+    try:
+        target = check_url(base_url, provider_policy())
+    except Refused as exc:
+        raise ValidationError(refusal_message(exc), code="refused") from None
+    parts = urlsplit(base_url)
+    if parts.query or parts.fragment:
+        raise ValidationError("The base URL must not carry a query or a fragment.", code="invalid")
+    if target.is_loopback:  # the policy allowed it: development, the sandbox
         return base_url.rstrip("/")
-    allowed = {h.lower() for h in provider.documented_hosts} | {
-        h.lower() for h in settings.JOBCENTER_EXTRA_PROVIDER_HOSTS
-    }
-    if host not in allowed:
+    if target.origin not in provider_origins(provider):
         raise ValidationError(
-            f"{host} is not a {provider.label} host. Credentials are sent only to "
-            f"{', '.join(sorted(provider.documented_hosts))} or to hosts listed in "
-            "JOBCENTER_EXTRA_PROVIDER_HOSTS.",
+            f"{target.host_header} is not a {provider.label} host. Credentials are sent "
+            f"only to {', '.join(sorted(provider.documented_hosts))} (https) or to hosts "
+            "listed in JOBCENTER_EXTRA_PROVIDER_HOSTS.",
             code="host",
         )
-    if parts.scheme != "https":
-        raise ValidationError("Provider base URLs must use https.", code="scheme")
     return base_url.rstrip("/")
 
 
@@ -177,6 +198,7 @@ def build_provider(account: ProviderAccount) -> Provider:
         rate_limits=rate_limit_overrides(provider_class.rate_limits, account.rate_limits),
         timeout=settings.JOBCENTER_HTTP_TIMEOUT,
         retry=RetryPolicy(**settings.JOBCENTER_RETRY),
+        outbound=provider_policy(),
     )
 
 

@@ -6,6 +6,7 @@ DEBUG off, nothing secret has a default: start-up fails and says what to set.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import warnings
@@ -398,6 +399,22 @@ if JOBCENTER_ERROR_RECORD_PERSONAL_DATA not in {"keep", "drop"}:
 JOBCENTER_HTTP_TIMEOUT = tuple(
     float(part) for part in os.environ.get("JOBCENTER_HTTP_TIMEOUT", "5,30").split(",")
 )
+# The outbound policy (providers.outbound) of provider requests and webhooks alike: the
+# whole time one request may take, in seconds (the timeouts above bound each wait for a
+# byte, not a request); the most bytes of an answer read (more is a BadResponse); inside
+# networks (CIDR) that may be reached anyway, an on-premises proxy say (https still).
+JOBCENTER_HTTP_DEADLINE = float(os.environ.get("JOBCENTER_HTTP_DEADLINE") or "60")
+JOBCENTER_MAX_RESPONSE_BYTES = env_int("JOBCENTER_MAX_RESPONSE_BYTES", 10 * 1024 * 1024)
+JOBCENTER_OUTBOUND_ALLOWED_NETWORKS = env_list("JOBCENTER_OUTBOUND_ALLOWED_NETWORKS")
+try:
+    for _network in JOBCENTER_OUTBOUND_ALLOWED_NETWORKS:
+        ipaddress.ip_network(_network, strict=False)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"JOBCENTER_OUTBOUND_ALLOWED_NETWORKS: {_exc}") from None
+if JOBCENTER_HTTP_DEADLINE <= 0 or JOBCENTER_MAX_RESPONSE_BYTES < 1:
+    raise ImproperlyConfigured(
+        "JOBCENTER_HTTP_DEADLINE and JOBCENTER_MAX_RESPONSE_BYTES must be positive."
+    )
 # Retries of one provider request (providers.http.RetryPolicy): attempts, exponential
 # backoff with jitter from `backoff_base` up to `backoff_cap` seconds, all within
 # `max_total_wait`; a 429 asking for at most `max_inline_retry_after` seconds is waited out.

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 # The error classes live in `providers.errors`; import them from there.
 from providers.errors import BadResponse
 from providers.http import HttpClient, RateLimit, RetryPolicy, TokenBucketStore
+from providers.outbound import OutboundPolicy
 from providers.times import parse_time
 
 if TYPE_CHECKING:
@@ -256,6 +257,7 @@ class Provider(ABC):
         rate_limits: Mapping[str, RateLimit] | None = None,
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = (5.0, 30.0),
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.credentials = dict(credentials)
         self.options = dict(options or {})
@@ -272,6 +274,7 @@ class Provider(ABC):
             bucket_prefix=bucket_prefix,
             describe_error=self.describe_error,
             provider_label=self.label,
+            policy=outbound,
         )
 
     # -- hooks a provider overrides ---------------------------------------------------

@@ -7,7 +7,10 @@ whose store is injected (so workers in several processes can share it), counters
 requests and retries, and redaction of every credential from logs and error texts.
 
 Credentials travel only to the base URL's own origin: an absolute URL on any other
-host (a `links.next` pointing elsewhere, say) is refused before anything is sent.
+host, or in a form parsers could read two ways (a `links.next` or a saved cursor, say),
+is refused before anything is sent. Every request goes out under the injected
+`OutboundPolicy` (`providers.outbound`, `providers.transport`): to a checked address
+only, no redirect followed, within a deadline, its body capped.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 
@@ -35,7 +38,9 @@ from providers.errors import (
     RequestRejected,
     TransientError,
 )
+from providers.outbound import OutboundPolicy, Refused, check_url, parse_target
 from providers.redaction import EXCERPT_CHARS, as_text, redact, redact_then_cut
+from providers.transport import OutboundSession, ResponseTooLarge, fetch
 
 logger = logging.getLogger("providers.http")
 
@@ -60,12 +65,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if when is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), port
 
 
 @dataclass(frozen=True)
@@ -175,7 +174,7 @@ class HttpClient:
         describe_error: ErrorDescriber = default_error_text,
         provider_label: str = "provider",
         sleep: Callable[[float], None] = time.sleep,
-        session: requests.Session | None = None,
+        policy: OutboundPolicy | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.secrets = [s for s in secrets if s]
@@ -189,9 +188,11 @@ class HttpClient:
         self.provider_label = provider_label
         self.sleep = sleep
         self.counters = HttpCounters()
-        self.session = session or requests.Session()
+        # No policy given: the strict one (https to public addresses only).
+        self.policy = policy or OutboundPolicy()
+        self.session = OutboundSession(self.policy)
         self.session.headers.update({"User-Agent": USER_AGENT, **(default_headers or {})})
-        self._origin = origin(self.base_url)
+        self._origins = {parse_target(self.base_url).origin}
 
     # -- helpers ----------------------------------------------------------------------
     def add_secret(self, value: str) -> None:
@@ -210,12 +211,13 @@ class HttpClient:
         """Absolute URL for a path under the base URL, or an absolute URL on its origin."""
         if "://" not in path_or_url:
             return self.base_url + "/" + path_or_url.lstrip("/")
-        if origin(path_or_url) != self._origin:
-            host = urlsplit(path_or_url).hostname or "?"
-            raise BadResponse(
-                f"{self.provider_label} sent a link to another host ({host}); "
-                "it was not followed, so the credentials stayed here"
-            )
+        try:
+            check_url(path_or_url, self.policy, origins=self._origins)
+        except Refused as exc:
+            raise Refused(
+                f"{self.provider_label} sent a link to another host, or one that reads two "
+                f"ways ({exc.message}); it was not followed, so the credentials stayed here"
+            ) from None
         return urljoin(self.base_url + "/", path_or_url)
 
     # -- the call ---------------------------------------------------------------------
@@ -259,6 +261,10 @@ class HttpClient:
                         error = GarbledBody(
                             exc.message, excerpt=exc.excerpt, status_code=exc.status_code
                         )
+            except (Refused, ResponseTooLarge) as exc:  # final: nothing worth a retry
+                raise type(exc)(
+                    f"{self.provider_label}: {exc.message}", status_code=exc.status_code
+                ) from None
             except requests.RequestException as exc:
                 response = None
                 error = TransientError(
@@ -319,7 +325,10 @@ class HttpClient:
     ) -> requests.Response:
         self.counters.requests += 1
         t0 = time.monotonic()
-        response = self.session.request(
+        # The body is read here, capped and within the deadline: a connection cut
+        # mid-body is a RequestException, an oversized body a ResponseTooLarge.
+        response = fetch(
+            self.session,
             method,
             url,
             params=params,
@@ -327,10 +336,7 @@ class HttpClient:
             data=data,
             json=json_body,
             timeout=self.timeout,
-            allow_redirects=False,
         )
-        # Reading the body here turns a connection cut mid-body into a RequestException.
-        _ = response.content
         logger.debug(
             "%s %s -> %s in %.0fms",
             method,

@@ -19,6 +19,7 @@ from providers.base import JobPage, Status
 from providers.elasticpath import LISTING, ElasticPathProvider
 from providers.errors import AuthError, BadTime, InvalidCursor, NotFound
 from providers.http import RateLimit, RetryPolicy
+from providers.outbound import OutboundPolicy
 from providers.sandbox.client import SandboxClient
 from tests.openapi_check import SPECS_DIR, request_errors, response_errors
 
@@ -51,7 +52,10 @@ def make_provider(
     sandbox: SandboxClient, credentials: dict[str, str], **options: Any
 ) -> ElasticPathProvider:
     return ElasticPathProvider(
-        credentials, base_url=sandbox.base_url("elasticpath"), options=options
+        credentials,
+        base_url=sandbox.base_url("elasticpath"),
+        options=options,
+        outbound=OutboundPolicy.development(),  # the sandbox is on loopback
     )
 
 
@@ -427,6 +431,7 @@ def test_429_without_retry_after_is_backed_off_and_the_listing_completes(
         base_url=sandbox.base_url("elasticpath"),
         options={"page_limit": 2},
         retry=RetryPolicy(max_attempts=8, backoff_base=0.3, backoff_cap=1.0),
+        outbound=OutboundPolicy.development(),
     )
     records = [r for page in listing(provider) for r in page.records]
     assert len({r.external_id for r in records}) == 15

@@ -15,6 +15,7 @@ from jobcenter.sync.tracking import track_job
 from providers.errors import BadResponse, TransientError
 from providers.fullstory import FullstoryProvider
 from providers.http import RetryPolicy
+from providers.outbound import OutboundPolicy
 from tests.factories import create_fullstory_batch, events, local_jobs, sandbox_account, users
 
 FAST_RETRY = {
@@ -49,6 +50,7 @@ def test_every_fault_kind_becomes_a_typed_error(sandbox, fault, error) -> None:
         retry=ONE_TRY,
         # Only the timeout fault may time out: the others have all the time they need.
         timeout=(10.0, 0.5 if fault == "timeout" else 30.0),
+        outbound=OutboundPolicy.development(),  # the sandbox is on loopback
     )
     with pytest.raises(error):
         provider.fetch_job("users-batch-import", batch)
@@ -63,6 +65,7 @@ def test_a_short_429_is_waited_out_and_counted(sandbox) -> None:
         described["credentials"],
         base_url=sandbox.base_url("fullstory"),
         retry=RetryPolicy(max_attempts=8, max_total_wait=20),
+        outbound=OutboundPolicy.development(),
     )
     for _ in range(6):
         assert provider.fetch_job("users-batch-import", batch).external_id == batch

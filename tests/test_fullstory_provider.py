@@ -24,6 +24,7 @@ from providers.errors import (
 )
 from providers.fullstory import EVENTS, USERS, FullstoryProvider, map_status
 from providers.http import RetryPolicy
+from providers.outbound import OutboundPolicy
 from providers.sandbox.client import SandboxClient
 from tests.factories import events, users
 from tests.openapi_check import request_errors, response_errors
@@ -46,6 +47,7 @@ class Org:
 
     def provider(self, key: str | None = None, **kwargs: Any) -> FullstoryProvider:
         kwargs.setdefault("retry", FAST_RETRY)
+        kwargs.setdefault("outbound", OutboundPolicy.development())  # the sandbox: loopback
         return FullstoryProvider(
             {"api_key": self.key if key is None else key}, base_url=self.base_url, **kwargs
         )

@@ -16,6 +16,7 @@ from providers.base import JobRecord, Status
 from providers.errors import AuthError, BadResponse, InvalidCursor, NotFound, RateLimited
 from providers.http import LocalTokenBucketStore, RetryPolicy
 from providers.klaviyo import KlaviyoProvider, job_record
+from providers.outbound import OutboundPolicy
 from providers.sandbox.client import SandboxClient
 from tests.openapi_check import request_errors, response_errors
 
@@ -47,6 +48,7 @@ def provider_for(
     sandbox: SandboxClient, described: dict[str, Any], **kwargs: Any
 ) -> KlaviyoProvider:
     credentials = kwargs.pop("credentials", described["credentials"])
+    kwargs.setdefault("outbound", OutboundPolicy.development())  # the sandbox is on loopback
     return KlaviyoProvider(credentials, base_url=sandbox.base_url("klaviyo"), **kwargs)
 
 

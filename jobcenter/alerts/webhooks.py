@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import http
 import json
 import time
 from datetime import UTC, datetime
@@ -30,10 +31,12 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from standardwebhooks.webhooks import Webhook
 
+from jobcenter.accounts import outbound_policy, refusal_message
 from jobcenter.alerts.channels import Attempt
 from jobcenter.crypto import CredentialsUnreadable
 from jobcenter.models import AlertChannel, AlertDelivery
-from providers.hosts import is_loopback
+from providers.outbound import DEFAULT_PORTS, OutboundPolicy, Refused, check_url
+from providers.transport import DeadlineExceeded, OutboundSession, fetch
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 MIN_KEY_BYTES = 16
@@ -78,21 +81,23 @@ def signature_headers(delivery: AlertDelivery, secret: str, body: bytes) -> dict
     }
 
 
+def webhook_policy() -> OutboundPolicy:
+    """Loopback (and plain http) only while JOBCENTER_ALERT_ALLOW_LOOPBACK_WEBHOOKS is on."""
+    return outbound_policy(allow_loopback=settings.JOBCENTER_ALERT_ALLOW_LOOPBACK_WEBHOOKS)
+
+
 def validate_webhook_url(url: str) -> str:
-    """An http(s) URL without credentials; loopback only in development."""
+    """An https URL that reads one way only and passes the outbound policy: no
+    credentials in it, no literal address inside the network, plain http and loopback
+    only in development. Checked on save and again on every send, when the name is also
+    resolved and its address checked (`providers.transport`)."""
     url = (url or "").strip()
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host:
-        raise ValidationError("Enter a full http(s) URL.", code="invalid")
-    if parts.username or parts.password:
-        raise ValidationError("The URL must not carry a user or password.", code="invalid")
-    if is_loopback(host) and not settings.JOBCENTER_ALERT_ALLOW_LOOPBACK_WEBHOOKS:
-        raise ValidationError(
-            "Loopback webhook URLs are allowed only in development "
-            "(JOBCENTER_ALERT_ALLOW_LOOPBACK_WEBHOOKS).",
-            code="loopback",
-        )
+    if "://" not in url or urlsplit(url).scheme.lower() not in DEFAULT_PORTS:
+        raise ValidationError("Enter a full https URL.", code="invalid")
+    try:
+        check_url(url, webhook_policy())
+    except Refused as exc:
+        raise ValidationError(refusal_message(exc), code="refused") from None
     return url
 
 
@@ -124,9 +129,22 @@ def send_webhook(delivery: AlertDelivery, channel: AlertChannel) -> Attempt:
     headers = {"Content-Type": "application/json", "User-Agent": "JobCenter-Alerts/1", **signed}
     timeout = settings.JOBCENTER_ALERT_WEBHOOK_TIMEOUT
     try:
-        response = requests.post(
-            url, data=body, headers=headers, timeout=(timeout, timeout), allow_redirects=False
-        )
+        # The answer's body is never read: only its status matters, and an internal
+        # service's page must not end up where staff read delivery errors.
+        with OutboundSession(webhook_policy()) as session:
+            response = fetch(
+                session,
+                "POST",
+                url,
+                data=body,
+                headers=headers,
+                timeout=(timeout, timeout),
+                read_body=False,
+            )
+    except Refused as exc:  # the name resolves inside the network: final
+        return Attempt(ok=False, error=refusal_message(exc))
+    except DeadlineExceeded as exc:
+        return Attempt(ok=False, retryable=True, error=str(exc))
     except requests.Timeout:
         return Attempt(ok=False, retryable=True, error=f"timed out after {timeout:g}s")
     except requests.RequestException as exc:
@@ -135,10 +153,20 @@ def send_webhook(delivery: AlertDelivery, channel: AlertChannel) -> Attempt:
     code = response.status_code
     if 200 <= code < 300:
         return Attempt(ok=True, response_code=code)
-    excerpt = " ".join(response.text[:200].split())
     return Attempt(
         ok=False,
         retryable=code >= 500 or code in (408, 429),
         response_code=code,
-        error=f"HTTP {code}" + (f": {excerpt}" if excerpt else ""),
+        error=status_text(code),
     )
+
+
+def status_text(code: int) -> str:
+    """`HTTP 503 Service Unavailable`: the status and its standard phrase, nothing the
+    receiver wrote (neither its body nor its own reason phrase)."""
+    try:
+        phrase = http.HTTPStatus(code).phrase
+    except ValueError:
+        phrase = ""
+    text = f"HTTP {code} {phrase}".rstrip()
+    return text + " (redirects are not followed)" if 300 <= code < 400 else text
