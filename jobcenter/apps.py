@@ -18,6 +18,10 @@ class JobCenterConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(create_cache_table, sender=self)
+        # The audit log: a record per change to what staff configure, however it is made.
+        from jobcenter.audit import recorder
+
+        recorder.connect()
         # A Schedule runs only Job Center's own tasks, however it is saved.
         from jobcenter.tasks import check_schedule_on_save
 

@@ -107,6 +107,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The audit log's actor and address: the request's user and client (jobcenter.audit).
+    "jobcenter.audit.context.AuditMiddleware",
     # Admin pages only: times in the staff member's own zone (jobcenter.middleware).
     "jobcenter.middleware.StaffTimezoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -4,7 +4,8 @@
 - `jobs`: jobs, their snapshots (history), error records, sync runs;
 - `alerts`: alert channels, rules, the event ledger, deliveries;
 - `tokens`: API tokens (hashed, named, expiring; django-rest-knox);
-- `teams`: teams and their members (who sees which accounts: `jobcenter.queries.scoping`).
+- `teams`: teams and their members (who sees which accounts: `jobcenter.queries.scoping`);
+- `audit`: the append-only audit log (written by `jobcenter.audit`).
 
 Nothing here knows any provider's JSON. Migrations name `jobcenter.models._provider_choices`.
 """
@@ -25,6 +26,7 @@ from jobcenter.models.alerts import (
     AlertEventType,
     AlertRule,
 )
+from jobcenter.models.audit import AppendOnlyError, AuditAction, AuditRecord
 from jobcenter.models.jobs import Job, JobError, JobSnapshot, SyncOutcome, SyncRun, SyncTrigger
 from jobcenter.models.teams import Team, TeamMembership
 from jobcenter.models.tokens import ApiToken
@@ -40,6 +42,9 @@ __all__ = [
     "AlertEventType",
     "AlertRule",
     "ApiToken",
+    "AppendOnlyError",
+    "AuditAction",
+    "AuditRecord",
     "Job",
     "JobError",
     "JobSnapshot",

@@ -10,14 +10,15 @@ import sys
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from jobcenter.accounts import create_account
+from jobcenter.management.base import AuditedCommand
 from jobcenter.management.errors import format_validation_error
 from providers import PROVIDER_CLASSES, get_provider
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Add a provider account; read its credentials as a JSON object on standard input."
 
     def add_arguments(self, parser: CommandParser) -> None:

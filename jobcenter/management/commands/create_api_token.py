@@ -11,13 +11,14 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from jobcenter.management.base import AuditedCommand
 from jobcenter.management.errors import format_validation_error
 from jobcenter.tokens import create_token
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Make a new API token for a staff user and print its key (shown once)."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -26,12 +26,13 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django_q.models import Schedule
 
 from jobcenter.alerts.defaults import use_channel_for_default_rules
 from jobcenter.alerts.delivery import deliver_pending_now
+from jobcenter.management.base import AuditedCommand
 from jobcenter.models import AlertChannel, ProviderAccount, SyncTrigger
 from jobcenter.sync.engine import sync_account
 from jobcenter.sync.tracking import track_job
@@ -91,7 +92,7 @@ class Children:
             process.wait()
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Run a local demo: sandbox providers, the cluster syncing, the admin on 127.0.0.1."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -14,11 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.http import QueryDict
 
 from jobcenter.exports.specs import EXPORTS, FORMATS, ExportSpec, FilterError, filtered
 from jobcenter.exports.stream import export_chunks
+from jobcenter.management.base import AuditedCommand
 
 # Flags for the filters used most; every other one through --filter NAME=VALUE.
 FLAGS = {
@@ -73,7 +74,7 @@ class Progress:
         self.draw(time.monotonic(), end="\n")
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = (
         "Export jobs, snapshots or error records as CSV or NDJSON, with the API's filters; "
         "streamed, any size."

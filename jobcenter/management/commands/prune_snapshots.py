@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from jobcenter.management.base import AuditedCommand
 from jobcenter.sync.retention import PruneResult, prune_snapshots
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = (
         "Delete snapshots observed more than N days ago (JOBCENTER_SNAPSHOT_RETENTION_DAYS), "
         "except the first and last of each job, in short batches."

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import models, transaction
 
 from jobcenter import crypto
+from jobcenter.management.base import AuditedCommand
 from jobcenter.models import AlertChannel, ProviderAccount
 
 # (model, encrypted field, what a row is called in messages)
@@ -22,7 +23,7 @@ ENCRYPTED_FIELDS: tuple[tuple[type[models.Model], str, str], ...] = (
 )
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Re-encrypt stored secrets with the first key of JOBCENTER_FERNET_KEYS."
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from jobcenter.management.base import AuditedCommand
 from providers.sandbox.__main__ import add_arguments, serve
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Run the sandbox that speaks the providers' job APIs on loopback."
     requires_system_checks: list = []
     requires_migrations_checks = False

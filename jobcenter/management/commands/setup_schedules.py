@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand
-
 from jobcenter.alerts.defaults import ensure_default_rules
+from jobcenter.management.base import AuditedCommand
 from jobcenter.tasks import ensure_schedule, stop_foreign_schedules
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Create the django-q2 schedule that dispatches due syncs every minute (idempotent)."
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from jobcenter.management.base import AuditedCommand
 from jobcenter.models import ProviderAccount, SyncOutcome, SyncTrigger
 from jobcenter.sync.engine import sync_account
 
 OK_OUTCOMES = {SyncOutcome.SUCCEEDED, SyncOutcome.PARTIAL}
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Sync provider accounts now; exit status 1 when any sync failed."
 
     def add_arguments(self, parser: CommandParser) -> None:

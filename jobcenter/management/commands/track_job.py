@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from jobcenter.management.base import AuditedCommand
 from jobcenter.management.errors import format_validation_error
 from jobcenter.sync.tracking import track_job
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Track a provider job by id (for providers without a job list, or old jobs)."
 
     def add_arguments(self, parser: CommandParser) -> None:
