@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import socket
 import sys
 from datetime import timedelta
@@ -399,9 +400,9 @@ def test_the_csv_export_streams_the_rows_the_list_filters_select() -> None:
     rows = list(
         csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig")))
     )
-    assert [row["changes"] for row in rows] == [
-        '{"enabled": {"old": true, "new": false}}',
-        '{"name": {"old": "EP main", "new": "EP renamed"}}',
+    assert [json.loads(row["changes"]) for row in rows] == [  # JSON text in one cell
+        {"enabled": {"old": True, "new": False}},
+        {"name": {"old": "EP main", "new": "EP renamed"}},
     ]
     assert {row["action"] for row in rows} == {"change"}
     assert rows[0]["at"].endswith("Z") and rows[0]["object"] == "EP renamed"
