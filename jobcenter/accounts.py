@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -18,6 +20,7 @@ from django.db import transaction
 
 from jobcenter.crypto import CredentialsUnreadable
 from jobcenter.models import ProviderAccount
+from jobcenter.models.accounts import has_control_characters
 from jobcenter.sync import ratelimit
 from providers import PROVIDER_CLASSES, get_provider
 from providers.base import Provider
@@ -93,7 +96,12 @@ def validate_base_url(provider_slug: str, base_url: str) -> str:
 
 
 def validate_credentials(provider_slug: str, credentials: Mapping[str, object]) -> dict[str, str]:
-    """Credentials holding exactly the provider's declared fields, as strings."""
+    """Credentials holding exactly the provider's declared fields, as strings.
+
+    A value with a control character (a line break, a tab, NUL) is refused: pasted
+    with a key by mistake, it would go into an HTTP header, where it breaks the request
+    or adds a header of its own. Leading and trailing whitespace is trimmed first.
+    """
     provider = get_provider(provider_slug)
     errors: dict[str, str] = {}
     cleaned: dict[str, str] = {}
@@ -106,6 +114,10 @@ def validate_credentials(provider_slug: str, credentials: Mapping[str, object]) 
         value = "" if value is None else str(value).strip()
         if not value and field.required:
             errors[field.name] = f"{field.label} is required."
+        elif has_control_characters(value):
+            errors[field.name] = (
+                f"{field.label} must not contain line breaks, tabs or other control characters."
+            )
         elif value:
             cleaned[field.name] = value
     if errors:
@@ -213,22 +225,64 @@ def quota_key(provider_slug: str, base_url: str, credentials: Mapping[str, str])
     return f"{provider_slug}:{hashlib.sha256(material.encode()).hexdigest()[:24]}:"
 
 
+# Staff-set windows: from a millisecond (shorter ones make the bucket's arithmetic
+# overflow) to a day (providers state theirs per second, minute or hour).
+MIN_RATE_WINDOW_SECONDS = 0.001
+MAX_RATE_WINDOW_SECONDS = 86_400.0
+
+
 def clean_rate_limits(value: object) -> dict[str, RateLimit]:
-    """Parse {"tier" or "*": [[requests, seconds], ...]}; ValidationError when malformed."""
+    """Parse {"tier" or "*": [[requests, seconds], ...]}; ValidationError when malformed
+    or unbounded.
+
+    The HTTP client sleeps in the worker until its token is there, so a limit is refused
+    when one request could wait longer than a task may run (JOBCENTER_TASK_TIMEOUT):
+    `[[1, 1e9]]` would park a worker for good.
+    """
     if not value:
         return {}
     if not isinstance(value, dict):
         raise ValidationError('Rate limits must be an object such as {"*": [[10, 1]]}.')
-    parsed: dict[str, RateLimit] = {}
-    for tier, windows in value.items():
-        try:
-            pairs = tuple((int(count), float(seconds)) for count, seconds in windows)
-        except (TypeError, ValueError):
-            raise ValidationError(f"Rate limit {tier!r}: give [requests, seconds] pairs.") from None
-        if not pairs or any(count < 1 or seconds <= 0 for count, seconds in pairs):
-            raise ValidationError(f"Rate limit {tier!r}: requests >= 1 and seconds > 0.")
-        parsed[str(tier)] = RateLimit(pairs)
-    return parsed
+    return {str(tier): rate_limit(str(tier), windows) for tier, windows in value.items()}
+
+
+def rate_limit(tier: str, windows: Any) -> RateLimit:
+    """One tier's [[requests, seconds], ...], checked; ValidationError saying what is wrong."""
+    try:
+        pairs = [(finite(count), finite(seconds)) for count, seconds in windows]
+    except (TypeError, ValueError, OverflowError):
+        raise ValidationError(
+            f"Rate limit {tier!r}: give [requests, seconds] pairs of finite numbers."
+        ) from None
+    if not pairs:
+        raise ValidationError(f"Rate limit {tier!r}: give at least one [requests, seconds] pair.")
+    for count, seconds in pairs:
+        if count < 1 or count != int(count):
+            raise ValidationError(f"Rate limit {tier!r}: requests >= 1, a whole number.")
+        if not MIN_RATE_WINDOW_SECONDS <= seconds <= MAX_RATE_WINDOW_SECONDS:
+            raise ValidationError(
+                f"Rate limit {tier!r}: a window lasts from {MIN_RATE_WINDOW_SECONDS:g} to "
+                f"{MAX_RATE_WINDOW_SECONDS:g} seconds (a day), not {seconds:g}."
+            )
+    limit = RateLimit(tuple((int(count), seconds) for count, seconds in pairs))
+    wait = 1 / limit.token_bucket()[0]  # the longest one request waits for its token
+    timeout = settings.Q_CLUSTER["timeout"]
+    if wait > timeout:
+        raise ValidationError(
+            f"Rate limit {tier!r}: one request could wait {wait:,.0f} seconds for its turn, "
+            f"longer than a task may run ({timeout} seconds, JOBCENTER_TASK_TIMEOUT)."
+        )
+    return limit
+
+
+def finite(value: Any) -> float:
+    """A finite number from JSON (not a boolean); ValueError otherwise."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
 
 
 def rate_limit_overrides(

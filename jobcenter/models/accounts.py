@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from jobcenter import crypto
@@ -15,6 +17,26 @@ def _provider_choices() -> list[tuple[str, str]]:
     return provider_choices()
 
 
+def has_control_characters(text: str) -> bool:
+    """Whether `text` holds a control character (Unicode Cc: CR, LF, TAB, NUL, ...) or a
+    line or paragraph separator."""
+    return any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in text)
+
+
+def refuse_control_characters(value: str) -> None:
+    """A field error for line breaks, tabs, NUL and other control characters.
+
+    An account's name goes into mail subjects and log lines, where a line break starts
+    a header or a line of its own. The message never repeats the value (it may be a
+    credential).
+    """
+    if has_control_characters(value):
+        raise ValidationError(
+            "Must not contain line breaks, tabs or other control characters.",
+            code="control_characters",
+        )
+
+
 class AccountStatus(models.TextChoices):
     NEW = "new", "Not synced yet"
     OK = "ok", "Syncing"
@@ -24,7 +46,7 @@ class AccountStatus(models.TextChoices):
 class ProviderAccount(models.Model):
     """One set of credentials at one provider, synced on its own schedule."""
 
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100, unique=True, validators=[refuse_control_characters])
     provider = models.CharField(max_length=40, choices=_provider_choices)
     # PROTECT: a team is deleted once its accounts have moved, never taking them along.
     team = models.ForeignKey(
