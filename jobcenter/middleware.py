@@ -9,6 +9,9 @@ Logins (the admin's and the API's login pages) go through django-axes (settings
 `AXES_*`): `LockoutBackend` refuses a username or a client address that failed too often,
 `client_address` says whose address a request is (the proxy's forwarded one behind the
 load balancer), and `lockout_response` is the page a locked-out login gets.
+
+Every answer carries the Content-Security-Policy of settings.CONTENT_SECURITY_POLICY
+(`ContentSecurityPolicyMiddleware`, django-csp's with DRF's pages' style attributes).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from axes.backends import AxesStandaloneBackend
 from axes.helpers import get_cool_off
+from csp.constants import UNSAFE_INLINE
+from csp.middleware import CSPMiddleware, PolicyParts
 from django.conf import settings
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -124,3 +129,25 @@ def lockout_response(
     )
     response["Retry-After"] = str(seconds)
     return response
+
+
+# DRF's pages: the browsable API (jobcenter.api) and its login page (jobcenter.urls).
+BROWSABLE_API_PREFIXES = ("/api/v1/", "/api/auth/")
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's policy (settings.CONTENT_SECURITY_POLICY), with style attributes allowed
+    on DRF's pages only.
+
+    DRF's Bootstrap 3 templates lay out with `style="..."` attributes (its login box, its
+    forms, the filter button), which `style-src 'self'` refuses; the admin, the dashboard
+    and Swagger UI need none, so they keep the strict policy.
+    """
+
+    def get_policy_parts(
+        self, request: HttpRequest, response: HttpResponseBase, report_only: bool = False
+    ) -> PolicyParts:
+        parts = super().get_policy_parts(request, response, report_only)
+        if request.path_info.startswith(BROWSABLE_API_PREFIXES):
+            parts.update = {**(parts.update or {}), "style-src-attr": [UNSAFE_INLINE]}
+        return parts

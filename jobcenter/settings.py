@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp import constants as csp_constants
 from django.core.exceptions import ImproperlyConfigured
 
 from providers import options_from_environment
@@ -93,6 +94,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "axes",
+    "csp",
     "jobcenter",
 ]
 
@@ -101,6 +103,8 @@ MIDDLEWARE = [
     # redirect (it probes the backend by IP, over plain HTTP).
     "jobcenter.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The Content-Security-Policy header (django-csp), static files' answers included.
+    "jobcenter.middleware.ContentSecurityPolicyMiddleware",
     # Static files from the web process itself, compressed and cached forever by hash.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -245,6 +249,34 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # Preload is a decision for the whole domain (a submission to the browsers' list that is
 # slow to undo), so it is opt-in, and check --deploy is not asked to nag about it.
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
+# --- Content-Security-Policy (django-csp; jobcenter.middleware) -----------------------
+# Scripts only from Job Center's own static files: no inline script on any page, no CDN
+# (Swagger UI comes from drf-spectacular-sidecar). Stylesheets from static files too; an
+# inline <style> only with the request's nonce (the browsable API's) or, for the one
+# Django's admin writes on a change list without action bars, its hash. Images also as data:
+# URLs (the admin's and Swagger UI's icons). No plugins, no <base>, no framing by any
+# site, forms post only here. Style attributes are allowed on the browsable API's pages
+# alone (jobcenter.middleware.ContentSecurityPolicyMiddleware).
+JOBCENTER_CSP_REPORT_URI = os.environ.get("JOBCENTER_CSP_REPORT_URI", "").strip()
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": [
+            "'self'",
+            csp_constants.NONCE,
+            # <style>#changelist table thead th:first-child {width: inherit}</style>
+            "'sha256-blvLUW3UscWqsXGByNOqdBboM+ShWAuugp2mC/wbafU='",
+        ],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        **({"report-uri": [JOBCENTER_CSP_REPORT_URI]} if JOBCENTER_CSP_REPORT_URI else {}),
+    }
+}
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from providers.sandbox.client import SandboxClient, start_sandbox, stop_sandbox
+from tests.browser_support import browser  # noqa: F401 (the browser tests' fixture)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -25,39 +24,13 @@ from django.contrib.auth.models import User
 
 from jobcenter.models import Job, JobError, SyncRun
 from tests.admin_support import World, synced_world
+from tests.browser_support import PASSWORD, STAFF_ZONE
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
 NODE_CACHE = ROOT / ".cache" / "node"
 AXE = NODE_CACHE / "node_modules" / "axe-core" / "axe.min.js"
 AXE_VERSION = "4.14.1"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# The staff member's browser is in New York: times must follow it, UTC on hover.
-STAFF_ZONE = "America/New_York"
-PASSWORD = "a-long-browser-test-password"
-
-
-def ensure_chromium() -> Path:
-    """Debian's Chromium, installed with apt-get when missing (as `make test` does)."""
-    if not CHROMIUM.exists() and shutil.which("apt-get") and os.geteuid() == 0:
-        for command in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "chromium"],
-        ):
-            subprocess.run(command, capture_output=True, timeout=600, check=False)
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing and apt-get could not install it (run `make test`)")
-    return CHROMIUM
 
 
 def ensure_axe() -> Path:
@@ -81,29 +54,6 @@ def ensure_axe() -> Path:
     if not AXE.exists():
         pytest.skip(f"{AXE} is missing and npm could not install axe-core (run `make test`)")
     return AXE
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]'")
-    executable = ensure_chromium()
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
-    # are plain synchronous code all the same.
-    # It is unset again afterwards, so that no later test's subprocess inherits it.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_api.sync_playwright() as playwright:
-            launched = playwright.chromium.launch(
-                executable_path=str(executable), args=CHROMIUM_ARGS
-            )
-            yield launched
-            launched.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
@@ -137,7 +87,9 @@ def screenshot(page: Any, name: str) -> None:
 
 def axe_violations(page: Any) -> list[str]:
     """WCAG 2 A and AA violations axe-core finds on the page, one line each."""
-    page.add_script_tag(path=str(ensure_axe()))
+    # Evaluated, not added as a <script> tag: the Content-Security-Policy refuses inline
+    # scripts, and DevTools' evaluation is outside its reach.
+    page.evaluate(ensure_axe().read_text(encoding="utf-8"))
     result = page.evaluate(
         """async () => await axe.run(document, {
             runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},

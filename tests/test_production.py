@@ -133,6 +133,7 @@ def test_gunicorn_serves_the_admin_and_its_static_files_with_debug_off(
     assert page.headers["Strict-Transport-Security"].startswith("max-age=31536000")
     assert "secure" in page.headers["Set-Cookie"].lower()  # the CSRF cookie
     assert "csrfmiddlewaretoken" in page.text
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
 
     # Static files: hashed names (manifest storage) served by whitenoise, cached forever.
     stylesheets = re.findall(r'href="(/static/[^"]+\.css)"', page.text)
@@ -142,6 +143,7 @@ def test_gunicorn_serves_the_admin_and_its_static_files_with_debug_off(
     assert css.status_code == 200
     assert css.headers["Content-Type"].startswith("text/css")
     assert "immutable" in css.headers["Cache-Control"]
+    assert "default-src 'self'" in css.headers["Content-Security-Policy"]  # whitenoise's too
     assert len(css.content) > 100
     gzipped = requests.get(
         f"{url}{stylesheets[0]}", headers={**https, "Accept-Encoding": "gzip"}, timeout=10
