@@ -19,7 +19,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from jobcenter.crypto import CredentialsUnreadable
-from jobcenter.models import ProviderAccount
+from jobcenter.models import ProviderAccount, Team
 from jobcenter.models.accounts import has_control_characters
 from jobcenter.sync import ratelimit
 from providers import PROVIDER_CLASSES, get_provider
@@ -171,8 +171,10 @@ def create_account(
     *,
     base_url: str = "",
     sync_interval_minutes: int | None = None,
+    team: Team | None = None,
 ) -> ProviderAccount:
-    """Validate and save a new account with encrypted credentials."""
+    """Validate and save a new account with encrypted credentials (in `team`: its staff
+    see it; without one, superusers only)."""
     if provider_slug not in PROVIDER_CLASSES:
         raise ValidationError(
             {
@@ -184,6 +186,7 @@ def create_account(
         provider=provider_slug,
         base_url=validate_base_url(provider_slug, base_url),
         sync_interval_minutes=sync_interval_minutes or settings.JOBCENTER_DEFAULT_SYNC_MINUTES,
+        team=team,
     )
     account.set_credentials(validate_credentials(provider_slug, credentials))
     account.full_clean()

@@ -11,7 +11,16 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from jobcenter.accounts import create_account
-from jobcenter.models import ApiToken, Job, JobError, JobSnapshot, ProviderAccount, SyncRun
+from jobcenter.models import (
+    ApiToken,
+    Job,
+    JobError,
+    JobSnapshot,
+    ProviderAccount,
+    SyncRun,
+    Team,
+    TeamMembership,
+)
 from jobcenter.tokens import create_token
 
 # Secrets of the accounts the API tests create: no response body may contain them.
@@ -23,10 +32,22 @@ BASE_TIME = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 ROLES = ("anonymous", "nonstaff", "staff", "viewer", "superuser")
 MODELS = ("job", "jobsnapshot", "joberror", "provideraccount", "syncrun")
+TEAM = "API team"  # the team of api_account's accounts and of staff and viewer users
+
+
+def api_team() -> Team:
+    return Team.objects.get_or_create(name=TEAM)[0]
+
+
+def join(user: User, team: Team | None = None) -> User:
+    """Make `user` a member of `team` (the API tests' team by default)."""
+    TeamMembership.objects.get_or_create(team=team or api_team(), user=user)
+    return user
 
 
 def make_user(role: str) -> User | None:
-    """A user for one row of the permission matrix (None for anonymous)."""
+    """A user for one row of the permission matrix (None for anonymous); staff and
+    viewers are members of the team of `api_account`'s accounts."""
     if role == "anonymous":
         return None
     if role == "superuser":
@@ -39,6 +60,8 @@ def make_user(role: str) -> User | None:
         user.user_permissions.set(
             Permission.objects.filter(content_type__app_label="jobcenter", codename__in=codenames)
         )
+    if user.is_staff:
+        join(user)
     return user
 
 
@@ -70,7 +93,9 @@ def api_key(user: User, name: str = "tests", days: int = 30) -> str:
 
 
 def api_account(name: str = "EP main", **kwargs: Any) -> ProviderAccount:
-    """An Elastic Path account holding SECRETS (no network: nothing here syncs it)."""
+    """An Elastic Path account holding SECRETS (no network: nothing here syncs it), in
+    the API tests' team unless `team` says otherwise."""
+    kwargs.setdefault("team", api_team())
     return create_account(
         name,
         "elasticpath",

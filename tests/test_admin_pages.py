@@ -19,10 +19,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobcenter.exports.columns import spreadsheet_safe
-from jobcenter.models import Job, JobError, JobSnapshot, SyncRun
+from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun
 from jobcenter.queries import dashboard
 from tests.admin_support import plain_account, synced_world
-from tests.api_support import api_account, make_unreadable
+from tests.api_support import api_account, api_team, join, make_unreadable
 
 pytestmark = pytest.mark.django_db
 
@@ -339,7 +339,10 @@ def test_account_form_over_unreadable_stored_credentials_is_a_field_error(
 
 def test_view_only_staff_see_pages_but_cannot_sync_refresh_or_test(sandbox: Any) -> None:
     world = synced_world(sandbox)
-    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    ProviderAccount.objects.filter(pk__in=[world.klaviyo.pk, world.elasticpath.pk]).update(
+        team=api_team()
+    )
+    viewer = join(User.objects.create_user("viewer", password="pw", is_staff=True))
     viewer.user_permissions.set(
         Permission.objects.filter(codename__startswith="view_", content_type__app_label="jobcenter")
     )

@@ -1,4 +1,8 @@
-"""Jobs, snapshots, errors and sync runs: filters, ordering, paging, detail, tracking."""
+"""Jobs, snapshots, errors and sync runs: filters, ordering, paging, detail, tracking.
+
+Every test runs for a superuser and for a member of the team that holds the accounts
+(`api_account`'s): the team scoping changes neither the answers nor the query counts.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from jobcenter.queries.filters import ErrorFilter, JobFilter, SnapshotFilter, Sy
 from tests.api_support import (
     BASE_TIME,
     api_account,
+    grant,
     make_job,
     make_user,
     seed_history,
@@ -28,10 +33,12 @@ V1 = "/api/v1"
 NULLS_LARGEST = connection.features.nulls_order_largest
 
 
-@pytest.fixture
-def client() -> Any:
+@pytest.fixture(params=["superuser", "team member"])
+def client(request: Any) -> Any:
     cache.clear()  # throttle counters
-    return token_client(make_user("superuser"))
+    if request.param == "superuser":
+        return token_client(make_user("superuser"))
+    return token_client(grant(make_user("viewer"), "change_job"))  # views, and tracking
 
 
 @pytest.fixture
@@ -240,6 +247,8 @@ def test_job_detail_embeds_latest_snapshots_and_first_errors(
     JobError.objects.bulk_create(
         JobError(job=job, position=i, message=f"row {i} failed") for i in range(30)
     )
+    client.get(f"{V1}/jobs/{job.pk}/")  # the token's last use is written once a minute
+    # Token and user, the team member's permissions (2), the job, its snapshots and errors.
     with django_assert_max_num_queries(6):
         response = client.get(f"{V1}/jobs/{job.pk}/")
     body = response.json()

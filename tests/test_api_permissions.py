@@ -19,6 +19,7 @@ from tests.api_support import (
     CLIENT_SECRET,
     ROLES,
     api_account,
+    api_team,
     grant,
     make_user,
     seed_history,
@@ -99,6 +100,7 @@ def body_for(kind: Any, rows: dict[str, Any]) -> Any:
         return {
             "name": "Second EP",
             "provider": "elasticpath",
+            "team": api_team().pk,  # staff add accounts to one of their teams
             "credentials": {"client_id": "id-0000000001", "client_secret": "secret-000000001"},
         }
     return kind

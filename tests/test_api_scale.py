@@ -2,7 +2,9 @@
 
 The plan is read from the database itself (EXPLAIN QUERY PLAN on SQLite, EXPLAIN on
 PostgreSQL after ANALYZE) for exactly the SQL the API ran, for the filters staff use:
-an account, some statuses, a time range, a kind.
+an account, some statuses, a time range, a kind. Every test runs for a superuser and for
+a team member, whose queries also carry the team scoping (jobcenter.queries.scoping):
+the same number of queries, and still no full scan.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from jobcenter.models import Job, ProviderAccount
+from jobcenter.models import Job, ProviderAccount, Team
 from providers.base import Status
 from tests.api_support import BASE_TIME, api_account, make_user, token_client
 
 JOBS = 100_000
 ACCOUNTS = 8
+OTHER_TEAM = (6, 7)  # these accounts are another team's: a team member never sees them
 KINDS = ["product-import", "product-export", "hierarchy-duplicate", "child-products"]
 STATUSES = [s.value for s in Status]
 TERMINAL = {"succeeded", "partially_failed", "failed", "cancelled", "expired"}
@@ -100,16 +103,21 @@ def seed_jobs(accounts: list[ProviderAccount]) -> None:
 def many_jobs(django_db_setup: Any, django_db_blocker: Any) -> Any:
     """100,000 jobs for the module, in a transaction rolled back at its end (instant)."""
     with django_db_blocker.unblock(), transaction.atomic():
-        accounts = [api_account(f"scale {n}") for n in range(ACCOUNTS)]
+        other = Team.objects.create(name="Scale other team")
+        accounts = [
+            api_account(f"scale {n}", **({"team": other} if n in OTHER_TEAM else {}))
+            for n in range(ACCOUNTS)
+        ]
         seed_jobs(accounts)
         yield accounts
         transaction.set_rollback(True)
 
 
-@pytest.fixture
-def viewer_client(many_jobs: Any) -> Any:
-    """Staff with view permissions: the realistic caller (permission checks query too)."""
-    return token_client(make_user("viewer"))
+@pytest.fixture(params=["viewer", "superuser"])
+def viewer_client(request: Any, many_jobs: Any) -> Any:
+    """A team member with view permissions (the realistic caller: permission checks and
+    the team scoping are in its queries), and a superuser (no scoping)."""
+    return token_client(make_user(request.param))
 
 
 def job_page_query(queries: list[dict[str, str]]) -> str:

@@ -28,6 +28,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from jobcenter.exports import columns, specs, stream
 from jobcenter.exports.throttle import EXPORT_SCOPE
 from jobcenter.models import Job, JobError, JobSnapshot
+from jobcenter.queries.scoping import scoped
 from tests.api_support import (
     BASE_TIME,
     api_account,
@@ -481,9 +482,12 @@ def test_command_writes_the_same_rows_with_the_same_filters(
 # --- streaming ----------------------------------------------------------------------------
 
 
-def test_each_chunk_is_one_query_and_the_header_comes_before_any(world: dict[str, Any]) -> None:
+@pytest.mark.parametrize("role", ["superuser", "viewer"])  # the viewer: a team member
+def test_each_chunk_is_one_query_and_the_header_comes_before_any(
+    world: dict[str, Any], role: str
+) -> None:
     spec = specs.EXPORTS["snapshots"]
-    queryset = specs.filtered(spec, QueryDict())
+    queryset = scoped(specs.filtered(spec, QueryDict()), make_user(role))
     total = queryset.count()
     with CaptureQueriesContext(connection) as captured:
         blocks = stream.export_chunks(spec, "csv", queryset, chunk_size=3)

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 
 from jobcenter.accounts import check_connection
 from jobcenter.admin import display
-from jobcenter.admin.common import ago_column, time_column
+from jobcenter.admin.common import TeamScopedAdmin, ago_column, time_column
 from jobcenter.admin.filters import ProviderFilter
 from jobcenter.admin.forms import ProviderAccountForm
 from jobcenter.models import ProviderAccount, SyncRun, SyncTrigger
@@ -41,12 +41,13 @@ SYNC_HEALTH = [
 
 
 @admin.register(ProviderAccount)
-class ProviderAccountAdmin(admin.ModelAdmin):
+class ProviderAccountAdmin(TeamScopedAdmin):
     form = ProviderAccountForm
     change_form_template = "admin/jobcenter/provideraccount/change_form.html"
     list_display = [
         "name",
         "provider",
+        "team",
         "enabled",
         "state",
         "last_success",
@@ -54,7 +55,8 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         "next_sync",
         "short_error",
     ]
-    list_filter = [ProviderFilter, "enabled", "last_status"]
+    list_filter = [ProviderFilter, "team", "enabled", "last_status"]
+    list_select_related = ["team"]
     search_fields = ["name"]
     readonly_fields = ["masked_credentials", *SYNC_HEALTH]
     actions = ["sync_now", "test_connection"]
@@ -69,7 +71,16 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         return [
             (
                 None,
-                {"fields": ["name", "provider", "base_url", "enabled", "sync_interval_minutes"]},
+                {
+                    "fields": [
+                        "name",
+                        "provider",
+                        "team",
+                        "base_url",
+                        "enabled",
+                        "sync_interval_minutes",
+                    ]
+                },
             ),
             (
                 "Credentials (write-only)",
@@ -148,7 +159,8 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         ]
 
     def _operable(self, request: HttpRequest, pk: int) -> ProviderAccount:
-        account = get_object_or_404(ProviderAccount, pk=pk)
+        """The account, if the staff member's teams hold it (else 404) and they may change it."""
+        account = get_object_or_404(self.get_queryset(request), pk=pk)
         if not self.has_change_permission(request, account):
             raise PermissionDenied
         return account
@@ -175,6 +187,9 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     def sync_now(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
         """Queue a sync per account; the worker runs it and records a SyncRun."""
         accounts = list(queryset)
+        if not accounts:  # the chosen ids are none of the staff member's teams' accounts
+            self.message_user(request, "No account selected.", messages.WARNING)
+            return
         for account in accounts:
             enqueue_sync(account.pk, SyncTrigger.MANUAL)
         names = ", ".join(a.name for a in accounts)

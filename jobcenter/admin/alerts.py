@@ -19,9 +19,10 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
+from jobcenter.admin.common import TeamScopedAdmin
 from jobcenter.alerts.channels import channel_destination
 from jobcenter.alerts.delivery import enqueue_deliveries
-from jobcenter.alerts.rules import validate_channel
+from jobcenter.alerts.rules import validate_channel, validate_rule_team
 from jobcenter.models import (
     AlertChannel,
     AlertChannelKind,
@@ -48,7 +49,7 @@ class AlertChannelForm(forms.ModelForm):
 
     class Meta:
         model = AlertChannel
-        fields = ["name", "kind", "recipients", "url"]
+        fields = ["name", "team", "kind", "recipients", "url"]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -76,13 +77,14 @@ class AlertChannelForm(forms.ModelForm):
 
 
 @admin.register(AlertChannel)
-class AlertChannelAdmin(admin.ModelAdmin):
+class AlertChannelAdmin(TeamScopedAdmin):
     form = AlertChannelForm
-    list_display = ["name", "kind", "destination", "stored_secret"]
-    list_filter = ["kind"]
+    list_display = ["name", "team", "kind", "destination", "stored_secret"]
+    list_filter = ["team", "kind"]
+    list_select_related = ["team"]
     search_fields = ["name"]
     readonly_fields = ["stored_secret"]
-    fields = ["name", "kind", "recipients", "url", "stored_secret", "secret"]
+    fields = ["name", "team", "kind", "recipients", "url", "stored_secret", "secret"]
 
     @admin.display(description="destination")
     def destination(self, obj: AlertChannel) -> str:
@@ -103,16 +105,36 @@ class AlertChannelAdmin(admin.ModelAdmin):
         return super().change_view(request, *args, **kwargs)
 
 
+class AlertRuleForm(forms.ModelForm):
+    """A team's rule sends to the team's channels and watches the team's accounts."""
+
+    class Meta:
+        model = AlertRule
+        fields = ["team", "channel", "accounts"]  # the admin's fieldsets add the rest
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        problems = validate_rule_team(
+            cleaned.get("team"), cleaned.get("channel"), cleaned.get("accounts") or []
+        )
+        for name, errors in problems.items():
+            for error in errors:
+                self.add_error(name, error)
+        return cleaned
+
+
 @admin.register(AlertRule)
-class AlertRuleAdmin(admin.ModelAdmin):
-    list_display = ["name", "active", "channel", "events", "scope", "quiet_hours"]
-    list_filter = ["enabled", "channel"]
+class AlertRuleAdmin(TeamScopedAdmin):
+    form = AlertRuleForm
+    list_display = ["name", "team", "active", "channel", "events", "scope", "quiet_hours"]
+    list_filter = ["enabled", "team", "channel"]
+    list_select_related = ["team", "channel"]
     search_fields = ["name"]
     filter_horizontal = ["accounts"]
     fieldsets = [
-        (None, {"fields": ["name", "enabled", "channel"]}),
+        (None, {"fields": ["name", "team", "enabled", "channel"]}),
         (
-            "Which jobs and accounts (blank: all)",
+            "Which jobs and accounts (blank: all of the team's)",
             {"fields": ["accounts", "providers", "kinds"]},
         ),
         (
@@ -175,7 +197,7 @@ class AlertRuleAdmin(admin.ModelAdmin):
         return f"{obj.quiet_start:%H:%M} to {obj.quiet_end:%H:%M} {obj.quiet_timezone}"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(TeamScopedAdmin):
     """Records written by the alert engine: staff read them, nobody edits them."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:

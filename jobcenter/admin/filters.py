@@ -1,4 +1,5 @@
-"""The admin's list filters in words: provider, kind, status, stuck, gone.
+"""The admin's list filters in words: provider, kind, status, stuck, gone; and the
+related-object filters (account, rule, channel) narrowed to the staff member's teams.
 
 Choices come from the provider registry and `jobcenter.queries.dashboard`, never from a
 DISTINCT over a large table, so opening a list costs the same on any table size.
@@ -9,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Field, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
 from jobcenter.admin import display
 from jobcenter.queries import dashboard
+from jobcenter.queries.scoping import scoped
 from providers import PROVIDER_CLASSES, get_provider, provider_choices
 
 
@@ -28,6 +30,21 @@ class ProviderFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         # Jobs carry their account's provider, so both models filter on their own column.
         return queryset.filter(provider=self.value()) if self.value() else queryset
+
+
+class ScopedRelatedFilter(admin.RelatedFieldListFilter):
+    """Django's filter by a related object, listing only those the staff member may see
+    (another team's account names never reach the sidebar). `TeamScopedAdmin` puts it on
+    every related filter of a team-scoped model."""
+
+    def field_choices(
+        self, field: Field, request: HttpRequest, model_admin: Any
+    ) -> list[tuple[Any, str]]:
+        related = scoped(field.related_model._default_manager.all(), request.user)
+        ordering = self.field_admin_ordering(field, request, model_admin)
+        if ordering:
+            related = related.order_by(*ordering)
+        return [(obj.pk, str(obj)) for obj in related]
 
 
 class KindFilter(admin.SimpleListFilter):

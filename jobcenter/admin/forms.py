@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 
 from jobcenter.accounts import clean_rate_limits, merge_credentials, validate_base_url
 from jobcenter.models import ProviderAccount
@@ -47,7 +48,15 @@ class BaseProviderAccountForm(forms.ModelForm):
 
     class Meta:
         model = ProviderAccount
-        fields = ["name", "provider", "base_url", "enabled", "sync_interval_minutes", "rate_limits"]
+        fields = [
+            "name",
+            "provider",
+            "team",
+            "base_url",
+            "enabled",
+            "sync_interval_minutes",
+            "rate_limits",
+        ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -115,8 +124,13 @@ class TrackJobForm(forms.Form):
         help_text="The id the provider returned when the job was created.",
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, accounts: QuerySet[ProviderAccount] | None = None, **kwargs: Any
+    ) -> None:
+        """`accounts`: those the staff member may track jobs of (their teams')."""
         super().__init__(*args, **kwargs)
+        if accounts is not None:
+            self.fields["account"].queryset = accounts
         self.fields["kind"].choices = [
             (
                 get_provider(slug).label,

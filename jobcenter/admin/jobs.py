@@ -36,9 +36,10 @@ from jobcenter.admin.filters import (
 )
 from jobcenter.admin.forms import TrackJobForm
 from jobcenter.exports.specs import EXPORTS
-from jobcenter.models import Job, JobError, JobSnapshot, SyncTrigger
+from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncTrigger
 from jobcenter.queries import dashboard
 from jobcenter.queries.filters import search_jobs
+from jobcenter.queries.scoping import scoped
 from jobcenter.tasks import enqueue_sync
 from providers import PROVIDER_CLASSES, get_provider
 
@@ -300,7 +301,7 @@ class JobAdmin(ExportAdminMixin, RecordAdmin):
 
     def history_csv_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         """Every snapshot of one job, oldest first: the snapshot export of that job."""
-        job = get_object_or_404(Job.objects.only("pk", "kind", "external_id"), pk=pk)
+        job = get_object_or_404(self.get_queryset(request).only("pk", "kind", "external_id"), pk=pk)
         if not self.has_export_permission(request):
             raise PermissionDenied
         return self.export_response(
@@ -317,7 +318,7 @@ class JobAdmin(ExportAdminMixin, RecordAdmin):
     def refresh_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """Refresh now: queue a sync of the job's account, which re-reads every job of it
         that has not ended (this one included) and fetches errors of newly failed ones."""
-        job = get_object_or_404(Job.objects.select_related("account"), pk=pk)
+        job = get_object_or_404(self.get_queryset(request).select_related("account"), pk=pk)
         if not self.has_change_permission(request, job):
             raise PermissionDenied
         enqueue_sync(job.account_id, SyncTrigger.MANUAL)
@@ -337,7 +338,11 @@ class JobAdmin(ExportAdminMixin, RecordAdmin):
         """Register a job id to poll until it ends (for kinds no provider listing shows)."""
         if not self.has_change_permission(request):
             raise PermissionDenied
-        form = TrackJobForm(request.POST or None, initial=request.GET.dict())
+        form = TrackJobForm(
+            request.POST or None,
+            initial=request.GET.dict(),
+            accounts=scoped(ProviderAccount.objects.order_by("name"), request.user),
+        )
         if request.method == "POST" and form.is_valid():
             try:
                 job, created = form.save()

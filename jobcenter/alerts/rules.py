@@ -6,6 +6,7 @@ a channel needs the secret typed in the admin form, so its check lives here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -15,16 +16,21 @@ from django.core.validators import validate_email
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from jobcenter.alerts.webhooks import signing_key, validate_webhook_url
-from jobcenter.models import AlertChannel, AlertChannelKind, AlertRule, ProviderAccount
+from jobcenter.models import AlertChannel, AlertChannelKind, AlertRule, ProviderAccount, Team
 
 MIN_SECRET_LENGTH = 16
 
 
 def active_rules(account: ProviderAccount | None) -> list[AlertRule]:
-    """Enabled rules with a channel (one query); with `account`, only rules covering it."""
+    """Enabled rules with a channel (one query); with `account`, only rules covering it.
+
+    A team's rule covers only the team's accounts, whatever its account list says (the
+    account may have moved to another team since).
+    """
     through = AlertRule.accounts.through
     rules = AlertRule.objects.filter(enabled=True, channel__isnull=False).select_related("channel")
     if account is not None:
+        rules = rules.filter(Q(team__isnull=True) | Q(team_id=account.team_id))
         rules = rules.annotate(
             scoped=Exists(through.objects.filter(alertrule_id=OuterRef("pk"))),
             covers=Exists(
@@ -35,8 +41,14 @@ def active_rules(account: ProviderAccount | None) -> list[AlertRule]:
 
 
 def scoped_accounts(rule: AlertRule) -> QuerySet[ProviderAccount]:
-    """The accounts a rule watches, as a lazy queryset (a subquery, not a query)."""
+    """The accounts a rule watches, as a lazy queryset (a subquery, not a query).
+
+    A team's rule watches the team's accounts only ("every account" is every account of
+    the team); a rule without a team (superusers') may watch any account.
+    """
     accounts = ProviderAccount.objects.all()
+    if rule.team_id is not None:
+        accounts = accounts.filter(team_id=rule.team_id)
     through = AlertRule.accounts.through
     accounts = accounts.filter(
         Q(~Exists(through.objects.filter(alertrule_id=rule.pk)))
@@ -61,6 +73,25 @@ def in_quiet_hours(rule: AlertRule, now: datetime) -> bool:
     if start < end:
         return start <= local < end
     return local >= start or local < end
+
+
+def validate_rule_team(
+    team: Team | None, channel: AlertChannel | None, accounts: Iterable[ProviderAccount]
+) -> dict[str, list[str]]:
+    """Field errors of a rule's team against its channel and accounts: a team's rule sends
+    to a channel of that team and names only its accounts; a rule without a team sends
+    to a channel without one (so no team's channel hears of other teams' accounts)."""
+    errors: dict[str, list[str]] = {}
+    team_id = team.pk if team is not None else None
+    if channel is not None and channel.team_id != team_id:
+        errors["channel"] = [
+            f"Choose a channel of the team {team}." if team else "Choose a channel without a team."
+        ]
+    if team is not None:
+        outside = sorted(a.name for a in accounts if a.team_id != team_id)
+        if outside:
+            errors["accounts"] = [f"Not accounts of the team {team}: {', '.join(outside)}."]
+    return errors
 
 
 def validate_channel(channel: AlertChannel, secret: str = "") -> dict[str, list[str]]:

@@ -3,7 +3,8 @@
 Accounts never show credentials: they are a write-only object, checked by the same
 `jobcenter.accounts` functions as the admin form and the command; responses carry only
 `credentials_hint` (the last four characters). Sync leases and per-kind cursors are
-internal and not shown either.
+internal and not shown either. An account's `team` is one of the caller's teams (any
+team, or none, for a superuser); accounts to track jobs of are the caller's teams'.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from jobcenter.accounts import (
     validate_base_url,
 )
 from jobcenter.exports.columns import JOB_COLUMNS
-from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun
+from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun, Team
 from jobcenter.queries.filters import find_account_id
+from jobcenter.queries.scoping import scoped, sees_everything
 from providers import PROVIDER_CLASSES, get_provider
 
 EMBEDDED_ROWS = 20
@@ -131,7 +133,9 @@ class TrackJobSerializer(serializers.Serializer):
 
     def validate_account(self, value: str) -> ProviderAccount:
         """Found as the list filter finds it; track_job then gets the account itself."""
-        account_id = find_account_id(value.strip())
+        request = self.context.get("request")
+        accounts = scoped(ProviderAccount.objects.all(), getattr(request, "user", None))
+        account_id = find_account_id(value.strip(), accounts)
         if account_id is None:
             raise serializers.ValidationError(f"No account named or numbered {value!r}.")
         return ProviderAccount.objects.get(pk=account_id)
@@ -201,6 +205,7 @@ class AccountSerializer(serializers.ModelSerializer):
             "name",
             "provider",
             "provider_label",
+            "team",
             "base_url",
             "enabled",
             "sync_interval_minutes",
@@ -211,11 +216,23 @@ class AccountSerializer(serializers.ModelSerializer):
         read_only_fields = ACCOUNT_READ_ONLY
         extra_kwargs: ClassVar[dict[str, Any]] = {
             "base_url": {"help_text": "Blank for the provider's default host."},
+            "team": {
+                "help_text": "The id of the team whose staff see the account: one of "
+                "yours (required unless you are a superuser; null: superusers only).",
+            },
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["credentials"].help_text = credentials_help()
+        request = self.context.get("request")
+        if request is not None:
+            # Another team's id is "does not exist", as a missing one is.
+            team = self.fields["team"]
+            team.queryset = scoped(Team.objects.all(), request.user)
+            if not sees_everything(request.user):
+                team.required = True
+                team.allow_null = False
 
     def validate_rate_limits(self, value: Any) -> Any:
         try:
@@ -254,6 +271,7 @@ class AccountSerializer(serializers.ModelSerializer):
                     validated_data["credentials"],
                     base_url=validated_data.get("base_url", ""),
                     sync_interval_minutes=validated_data.get("sync_interval_minutes"),
+                    team=validated_data.get("team"),
                 )
                 extra = {
                     name: validated_data[name]

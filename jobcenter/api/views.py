@@ -3,7 +3,9 @@
 Filtering is in `jobcenter.queries.filters` (shared with exports), paging in
 `pagination.py`, account checks in `jobcenter.accounts`, tracking in
 `jobcenter.sync.tracking`, syncing in `jobcenter.tasks`. Views pick the queryset, the
-permission and the status code.
+permission and the status code. Every queryset is narrowed to the caller's teams by
+`jobcenter.queries.scoping.scoped` (`TeamScoped`): another team's object is a 404, its
+rows are absent from lists and exports.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from jobcenter.exports.stream import CONTENT_TYPES, streaming_response
 from jobcenter.exports.throttle import EXPORT_SCOPE
 from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncRun, SyncTrigger
 from jobcenter.queries import filters
+from jobcenter.queries.scoping import scoped
 from jobcenter.sync.tracking import track_job
 from jobcenter.tasks import enqueue_sync
 
@@ -46,6 +49,20 @@ from jobcenter.tasks import enqueue_sync
 LOOKUP_REGEX = r"[^/]+"
 TRACK_SCOPE = "jobcenter-track"
 SYNC_SCOPE = "jobcenter-sync"
+
+
+class TeamScoped:
+    """Rows of the caller's teams only (all of them for a superuser): lists, details
+    (another team's id is a 404, as a missing one is), actions and exports. Views say
+    which rows in `rows()`; this is their `get_queryset`."""
+
+    request: Request
+
+    def get_queryset(self) -> QuerySet:
+        return scoped(self.rows(), self.request.user)
+
+    def rows(self) -> QuerySet:
+        return super().get_queryset()  # type: ignore[misc]
 
 
 class ListFilteredOnly:
@@ -77,7 +94,7 @@ def jobs_with_account_name() -> QuerySet[Job]:
         description="With its raw payload, its latest snapshots and its first error records.",
     ),
 )
-class JobViewSet(ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
+class JobViewSet(TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
     """Jobs of every provider, as last synced."""
 
     lookup_value_regex = LOOKUP_REGEX
@@ -86,7 +103,7 @@ class JobViewSet(ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
     throttle_scope: str | None = None  # set per action (track)
     action_permissions: ClassVar[dict[str, list[str]]] = {"track": ["jobcenter.change_job"]}
 
-    def get_queryset(self) -> QuerySet[Job]:
+    def rows(self) -> QuerySet[Job]:
         queryset = jobs_with_account_name()
         return queryset.defer("payload") if self.action == "list" else queryset
 
@@ -110,7 +127,9 @@ class JobViewSet(ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
         throttle_scope=TRACK_SCOPE,
     )
     def track(self, request: Request) -> Response:
-        entered = serializers.TrackJobSerializer(data=request.data)
+        entered = serializers.TrackJobSerializer(
+            data=request.data, context=self.get_serializer_context()
+        )
         entered.is_valid(raise_exception=True)
         try:
             data = entered.validated_data
@@ -125,14 +144,15 @@ class JobViewSet(ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
 
 
 class JobRowsView(generics.ListAPIView):
-    """Rows that belong to one job: 404 when the job does not exist."""
+    """Rows that belong to one job: 404 when the job does not exist or is another team's."""
 
     permission_model: ClassVar[type[JobSnapshot] | type[JobError]]
 
     def get_queryset(self) -> QuerySet:
         if getattr(self, "swagger_fake_view", False):  # schema generation: no job id
             return self.permission_model.objects.none()
-        job = get_object_or_404(Job.objects.only("pk"), pk=self.kwargs["job_id"])
+        jobs = scoped(Job.objects.only("pk"), self.request.user)
+        job = get_object_or_404(jobs, pk=self.kwargs["job_id"])
         return self.permission_model.objects.filter(job=job)
 
 
@@ -163,7 +183,7 @@ class JobErrorsView(JobRowsView):
     list=extend_schema(summary="List snapshots", description="All jobs' history."),
     retrieve=extend_schema(summary="One snapshot"),
 )
-class SnapshotViewSet(ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
+class SnapshotViewSet(TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
     """Every observed change of every job."""
 
     lookup_value_regex = LOOKUP_REGEX
@@ -177,7 +197,7 @@ class SnapshotViewSet(ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
     list=extend_schema(summary="List error records"),
     retrieve=extend_schema(summary="One error record"),
 )
-class ErrorViewSet(ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
+class ErrorViewSet(TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
     """Per-record errors the providers reported for failed jobs."""
 
     lookup_value_regex = LOOKUP_REGEX
@@ -191,7 +211,7 @@ class ErrorViewSet(ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
     list=extend_schema(summary="List sync runs"),
     retrieve=extend_schema(summary="One sync run"),
 )
-class SyncRunViewSet(ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
+class SyncRunViewSet(TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
     """One row per sync of one account: what it did and how it ended."""
 
     lookup_value_regex = LOOKUP_REGEX
@@ -211,6 +231,7 @@ class SyncRunViewSet(ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
     ),
 )
 class AccountViewSet(
+    TeamScoped,
     ListFilteredOnly,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -312,7 +333,7 @@ def export_schema(spec: ExportSpec, fmt: str) -> Any:
     )
 
 
-class ExportView(generics.GenericAPIView):
+class ExportView(TeamScoped, generics.GenericAPIView):
     """One export (what and format set per URL); thin over jobcenter.exports."""
 
     spec: ClassVar[ExportSpec]
@@ -324,7 +345,7 @@ class ExportView(generics.GenericAPIView):
     content_negotiation_class = JsonOnlyNegotiation
     pagination_class = None
 
-    def get_queryset(self) -> QuerySet:
+    def rows(self) -> QuerySet:
         return self.spec.model._default_manager.all()
 
     def get(self, request: Request) -> Any:

@@ -4,12 +4,15 @@ The job figures come from one GROUP BY over a bounded window (jobs created in th
 30 days, on the created-time index), never a query per row, so the dashboard costs the
 same three queries with ten jobs or ten million.
 Days are the staff member's days: their boundaries are computed in the active zone.
+Figures are the staff member's teams' (`jobcenter.queries.scoping`): `build_dashboard`
+narrows the jobs and accounts it reads, and the selectors take those querysets.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import (
@@ -28,6 +31,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from jobcenter.models import AccountStatus, Job, JobSnapshot, ProviderAccount, SyncRun
+from jobcenter.queries.scoping import scoped
 from providers import PROVIDER_CLASSES, get_provider
 from providers.base import FAILED_STATUSES, TERMINAL_STATUSES, Status
 
@@ -181,7 +185,9 @@ def day_bucket(days: list[tuple[date, datetime, datetime]], lo: int, hi: int) ->
     )
 
 
-def window_tally(now: datetime, days: int = WINDOW_DAYS) -> Tally:
+def window_tally(
+    now: datetime, days: int = WINDOW_DAYS, jobs: QuerySet[Job] | None = None
+) -> Tally:
     """One GROUP BY over the jobs created in the last `days` days, on the created index.
 
     Every dashboard figure about jobs (status per provider, created and failed per day,
@@ -190,7 +196,8 @@ def window_tally(now: datetime, days: int = WINDOW_DAYS) -> Tally:
     """
     bounds = window_days(now, days)
     rows = (
-        Job.objects.filter(created_at__gte=bounds[0][1], created_at__lt=bounds[-1][2])
+        (Job.objects.all() if jobs is None else jobs)
+        .filter(created_at__gte=bounds[0][1], created_at__lt=bounds[-1][2])
         .order_by()
         .annotate(day=day_bucket(bounds, 0, len(bounds)))
         .values_list("provider", "kind", "status", "day")
@@ -241,7 +248,7 @@ def failure_rates(tally: Tally) -> list[KindFailureRate]:
     return sorted(rates, key=lambda r: (-r.rate, -r.failed, r.provider, r.kind))
 
 
-def sync_health() -> list[ProviderAccount]:
+def sync_health(accounts: QuerySet[ProviderAccount] | None = None) -> list[ProviderAccount]:
     """Every account, failing ones first, then the longest since a success: one query.
 
     Each carries `last_run_outcome` (its latest SyncRun's), read by a correlated subquery
@@ -249,7 +256,8 @@ def sync_health() -> list[ProviderAccount]:
     """
     latest = SyncRun.objects.filter(account=OuterRef("pk")).order_by("-started_at", "-id")
     return list(
-        ProviderAccount.objects.annotate(
+        (ProviderAccount.objects.all() if accounts is None else accounts)
+        .annotate(
             last_run_outcome=Subquery(latest.values("outcome")[:1]),
             health_rank=Case(
                 When(last_status=AccountStatus.FAILING, then=Value(0)),
@@ -263,29 +271,33 @@ def sync_health() -> list[ProviderAccount]:
     )
 
 
-def stuck_list(now: datetime, limit: int = STUCK_LIST_LIMIT) -> tuple[list[Job], bool]:
+def stuck_list(
+    now: datetime, limit: int = STUCK_LIST_LIMIT, jobs: QuerySet[Job] | None = None
+) -> tuple[list[Job], bool]:
     """The longest-stuck jobs (at most `limit`) and whether there are more: one query."""
-    jobs = list(
-        stuck_jobs(Job.objects.select_related("account"), now)
+    found = list(
+        stuck_jobs((Job.objects.all() if jobs is None else jobs).select_related("account"), now)
         .defer("payload", "account__credentials_encrypted", "account__sync_state")
         .order_by("running_since", "pk")[: limit + 1]
     )
-    return jobs[:limit], len(jobs) > limit
+    return found[:limit], len(found) > limit
 
 
-def build_dashboard(now: datetime | None = None) -> Dashboard:
-    """Every figure of the admin index, in three queries: the window's tally, the
-    accounts with their latest run, the stuck jobs."""
+def build_dashboard(user: Any, now: datetime | None = None) -> Dashboard:
+    """Every figure of the admin index for `user` (their teams' jobs and accounts), in
+    three queries: the window's tally, the accounts with their latest run, the stuck
+    jobs."""
     now = now or timezone.now()
-    tally = window_tally(now)
-    stuck, more_stuck = stuck_list(now)
+    jobs = scoped(Job.objects.all(), user)
+    tally = window_tally(now, jobs=jobs)
+    stuck, more_stuck = stuck_list(now, jobs=jobs)
     return Dashboard(
         now=now,
         since=tally.days[0][1],
         status_rows=status_counts(tally),
         days=daily_counts(tally),
         failure_rates=failure_rates(tally),
-        accounts=sync_health(),
+        accounts=sync_health(scoped(ProviderAccount.objects.all(), user)),
         stuck=stuck,
         more_stuck=more_stuck,
         thresholds=stuck_thresholds(),

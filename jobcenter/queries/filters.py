@@ -33,6 +33,7 @@ from jobcenter.models import (
     SyncRun,
     SyncTrigger,
 )
+from jobcenter.queries.scoping import scoped
 from providers import PROVIDER_CLASSES, get_provider, provider_choices
 from providers.base import Status
 
@@ -124,27 +125,38 @@ class InFilter(df.MultipleChoiceFilter):
         return qs.filter(**{f"{self.field_name}__in": value})
 
 
-def find_account_id(text: str) -> int | None:
-    """The id of the account numbered or named `text` (the number wins), or None."""
+def find_account_id(text: str, accounts: QuerySet[ProviderAccount] | None = None) -> int | None:
+    """The id of the account numbered or named `text` (the number wins), or None.
+
+    Among `accounts` when given (the caller's teams': another team's account is "no
+    account", as a missing one is)."""
     # ASCII digits only: "²".isdigit() is true, and int("²") fails.
     number = int(text) if text.isascii() and text.isdigit() else None
     query = Q(name=text)
     if number is not None and number < BIGINT_LIMIT:
         query |= Q(pk=number)
-    found = list(ProviderAccount.objects.filter(query).values_list("pk", flat=True)[:2])
+    among = ProviderAccount.objects.all() if accounts is None else accounts
+    found = list(among.filter(query).values_list("pk", flat=True)[:2])
     if number in found:
         return number
     return found[0] if found else None
 
 
 class AccountField(forms.CharField):
-    """An account given by id or by name, resolved to its id (one small query)."""
+    """An account given by id or by name, resolved to its id (one small query), among
+    `accounts` (the caller's teams', set by `TeamFilterSet`) when given."""
+
+    def __init__(
+        self, *args: Any, accounts: QuerySet[ProviderAccount] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.accounts = accounts
 
     def clean(self, value: Any) -> int | None:
         text = super().clean(value)
         if not text:
             return None
-        account_id = find_account_id(text)
+        account_id = find_account_id(text, self.accounts)
         if account_id is None:
             # The text goes in params, never in the message: it may hold a "%".
             raise forms.ValidationError(
@@ -219,7 +231,20 @@ def job_orderings() -> dict[str, tuple[str, ...]]:
 # --- the FilterSets ---------------------------------------------------------------------
 
 
-class JobScopedFilter(df.FilterSet):
+class TeamFilterSet(df.FilterSet):
+    """With a request, `?account=` names only the caller's teams' accounts: another
+    team's is a field error like an unknown one (not an empty list that tells it exists).
+    The rows themselves are narrowed by the caller's queryset (`scoping.scoped`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        account = self.filters.get("account")
+        if account is not None and self.request is not None:
+            user = getattr(self.request, "user", None)
+            account.extra["accounts"] = scoped(ProviderAccount.objects.all(), user)
+
+
+class JobScopedFilter(TeamFilterSet):
     """Filters on a job's columns, for jobs and for rows that belong to a job.
 
     `job` is the path from the filtered model to the job ("" for Job itself).
@@ -363,7 +388,7 @@ class ErrorFilter(JobScopedFilter):
         )
 
 
-class SyncRunFilter(df.FilterSet):
+class SyncRunFilter(TeamFilterSet):
     """Sync runs: by account, outcome, trigger and start time."""
 
     account = AccountFilter(field_name="account")

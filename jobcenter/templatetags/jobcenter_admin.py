@@ -12,6 +12,7 @@ from django.utils.safestring import SafeString
 from jobcenter.admin import charts, display
 from jobcenter.models import Job
 from jobcenter.queries.dashboard import build_dashboard
+from jobcenter.queries.scoping import NO_TEAM_MESSAGE, has_team
 
 register = template.Library()
 
@@ -50,11 +51,14 @@ def minutes(value: int) -> str:
 
 @register.inclusion_tag("admin/jobcenter/dashboard.html", takes_context=True)
 def jobcenter_dashboard(context: dict[str, Any]) -> dict[str, Any]:
-    """The dashboard at the admin index, for staff who may view jobs."""
+    """The dashboard at the admin index, for staff who may view jobs: their teams' figures.
+    Staff in no team are told why they see nothing."""
     request = context["request"]
+    if not has_team(request.user):
+        return {"dashboard": None, "no_team": NO_TEAM_MESSAGE}
     if not request.user.has_perm(f"{Job._meta.app_label}.view_job"):
         return {"dashboard": None}
-    dashboard = build_dashboard()
+    dashboard = build_dashboard(request.user)
     rows = dashboard.status_rows
     # The statuses staff always look for, and any other that some provider has.
     shown = [
