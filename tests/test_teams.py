@@ -1,5 +1,6 @@
 """Teams: who may put accounts, rules and channels in which team, what a team's alert
-rules watch, who edits teams, and the scoping function failing closed.
+rules watch, who edits teams, the two permission edges (an account's last error on the
+dashboard, a job's history export), and the scoping function failing closed.
 
 The surface-by-surface visibility is tests/test_permission_matrix.py.
 """
@@ -27,7 +28,7 @@ from jobcenter.models import (
     TeamMembership,
 )
 from jobcenter.queries.scoping import NO_TEAM_MESSAGE, scoped
-from tests.api_support import CLIENT_ID, CLIENT_SECRET, api_account, grant, token_client
+from tests.api_support import CLIENT_ID, CLIENT_SECRET, api_account, grant, join, token_client
 from tests.team_support import TeamWorld, page_text, staff_member, team_world
 
 pytestmark = pytest.mark.django_db
@@ -50,6 +51,39 @@ def login(user: User) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+# --- the permission edges -------------------------------------------------------------------
+
+
+def test_the_dashboard_shows_accounts_last_errors_only_to_staff_who_may_view_accounts(
+    world: TeamWorld,
+) -> None:
+    account = world.teams["A"].account
+    jobs_only = join(User.objects.create_user("jobs-only", is_staff=True), account.team)
+    jobs_only = grant(jobs_only, "view_job")
+    html = page_text(login(jobs_only).get(reverse("admin:index")))
+    assert account.name in html  # the sync health table is there
+    assert account.last_error not in html
+    assert "Last error" not in html
+    html = page_text(login(grant(jobs_only, "view_provideraccount")).get(reverse("admin:index")))
+    assert account.last_error in html
+
+
+def test_the_history_export_needs_the_snapshot_view_permission(world: TeamWorld) -> None:
+    job = world.teams["A"].job
+    user = join(User.objects.create_user("no-snapshots", is_staff=True), job.account.team)
+    user = grant(user, "view_job", "export_job")
+    page = page_text(login(user).get(reverse("admin:jobcenter_job_change", args=[job.pk])))
+    assert "Export history (CSV)" not in page
+    url = reverse("admin:jobcenter_job_history_csv", args=[job.pk])
+    assert login(user).get(url).status_code == 403
+    user = grant(user, "view_jobsnapshot")
+    page = page_text(login(user).get(reverse("admin:jobcenter_job_change", args=[job.pk])))
+    assert "Export history (CSV)" in page
+    response = login(user).get(url)
+    assert response.status_code == 200
+    assert world.teams["A"].snapshot.digest in b"".join(response.streaming_content).decode()
 
 
 # --- accounts go in the caller's teams --------------------------------------------------------

@@ -35,7 +35,7 @@ from jobcenter.admin.filters import (
     StuckFilter,
 )
 from jobcenter.admin.forms import TrackJobForm
-from jobcenter.exports.specs import EXPORTS
+from jobcenter.exports.specs import EXPORTS, can_export
 from jobcenter.models import Job, JobError, JobSnapshot, ProviderAccount, SyncTrigger
 from jobcenter.queries import dashboard
 from jobcenter.queries.filters import search_jobs
@@ -270,7 +270,8 @@ class JobAdmin(ExportAdminMixin, RecordAdmin):
                 + f"?job__id__exact={job.pk}",
                 "title": "Job",
                 "can_refresh": self.has_change_permission(request, job),
-                "can_export": self.has_export_permission(request),
+                # The history is snapshots: their view permission, not the job's.
+                "can_export_history": can_export(request.user, EXPORTS["snapshots"]),
                 # Every field is read-only: no save buttons.
                 "show_save": False,
                 "show_save_and_continue": False,
@@ -302,7 +303,7 @@ class JobAdmin(ExportAdminMixin, RecordAdmin):
     def history_csv_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         """Every snapshot of one job, oldest first: the snapshot export of that job."""
         job = get_object_or_404(self.get_queryset(request).only("pk", "kind", "external_id"), pk=pk)
-        if not self.has_export_permission(request):
+        if not can_export(request.user, EXPORTS["snapshots"]):
             raise PermissionDenied
         return self.export_response(
             request,

@@ -141,6 +141,7 @@ class Dashboard:
     stuck: list[Job]
     more_stuck: bool
     thresholds: dict[str, int] = field(default_factory=dict)
+    show_errors: bool = True  # accounts' last errors: for staff who may view accounts
 
 
 def window_days(now: datetime, days: int = WINDOW_DAYS) -> list[tuple[date, datetime, datetime]]:
@@ -248,13 +249,19 @@ def failure_rates(tally: Tally) -> list[KindFailureRate]:
     return sorted(rates, key=lambda r: (-r.rate, -r.failed, r.provider, r.kind))
 
 
-def sync_health(accounts: QuerySet[ProviderAccount] | None = None) -> list[ProviderAccount]:
+def sync_health(
+    accounts: QuerySet[ProviderAccount] | None = None, *, with_errors: bool = True
+) -> list[ProviderAccount]:
     """Every account, failing ones first, then the longest since a success: one query.
 
     Each carries `last_run_outcome` (its latest SyncRun's), read by a correlated subquery
-    on the (account, started) index.
+    on the (account, started) index. Without `with_errors` the accounts' last errors are
+    not read at all (they may quote what a provider said about the account's data).
     """
     latest = SyncRun.objects.filter(account=OuterRef("pk")).order_by("-started_at", "-id")
+    hidden = ["credentials_encrypted", "sync_state", "rate_limits"]
+    if not with_errors:
+        hidden.append("last_error")
     return list(
         (ProviderAccount.objects.all() if accounts is None else accounts)
         .annotate(
@@ -266,7 +273,7 @@ def sync_health(accounts: QuerySet[ProviderAccount] | None = None) -> list[Provi
                 output_field=IntegerField(),
             ),
         )
-        .defer("credentials_encrypted", "sync_state", "rate_limits")
+        .defer(*hidden)
         .order_by("health_rank", F("last_success_at").asc(nulls_first=True), "name")
     )
 
@@ -286,9 +293,10 @@ def stuck_list(
 def build_dashboard(user: Any, now: datetime | None = None) -> Dashboard:
     """Every figure of the admin index for `user` (their teams' jobs and accounts), in
     three queries: the window's tally, the accounts with their latest run, the stuck
-    jobs."""
+    jobs. Accounts' last errors only for staff who may view accounts."""
     now = now or timezone.now()
     jobs = scoped(Job.objects.all(), user)
+    show_errors = user.has_perm(f"{ProviderAccount._meta.app_label}.view_provideraccount")
     tally = window_tally(now, jobs=jobs)
     stuck, more_stuck = stuck_list(now, jobs=jobs)
     return Dashboard(
@@ -297,10 +305,11 @@ def build_dashboard(user: Any, now: datetime | None = None) -> Dashboard:
         status_rows=status_counts(tally),
         days=daily_counts(tally),
         failure_rates=failure_rates(tally),
-        accounts=sync_health(scoped(ProviderAccount.objects.all(), user)),
+        accounts=sync_health(scoped(ProviderAccount.objects.all(), user), with_errors=show_errors),
         stuck=stuck,
         more_stuck=more_stuck,
         thresholds=stuck_thresholds(),
+        show_errors=show_errors,
     )
 
 
