@@ -36,6 +36,21 @@ def sandbox_account(
     return account, described
 
 
+def failing_account(sandbox: SandboxClient, count: int = 1) -> ProviderAccount:
+    """A Klaviyo sandbox account with `count` failed jobs, ended ten minutes ago: what the
+    alert tests sync to make a rule fire."""
+    account, described = sandbox_account(sandbox, "klaviyo", jobs_per_kind=0)
+    sandbox.control(
+        described["id"],
+        "create_jobs",
+        kind="catalog-item-bulk-delete-job",
+        count=count,
+        outcome="fail",
+    )
+    sandbox.clock(described["id"], advance=600)
+    return account
+
+
 def local_jobs(account: ProviderAccount) -> dict[tuple[str, str], dict[str, Any]]:
     """Every visible local job of `account`, keyed like the sandbox state."""
     return {

@@ -15,26 +15,11 @@ from django.core import mail
 from jobcenter.alerts.channels import one_line
 from jobcenter.models import AlertChannel, AlertDelivery, AlertRule, ProviderAccount
 from jobcenter.sync.engine import sync_account
-from tests.factories import sandbox_account
+from tests.factories import failing_account
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 INJECTED = "Shop\r\nBcc: x@evil.example"
-
-
-def failing_account(sandbox, name: str) -> ProviderAccount:
-    account, described = sandbox_account(sandbox, "klaviyo", jobs_per_kind=0)
-    # Straight to the row: whatever the forms accept today, stored names may hold anything.
-    ProviderAccount.objects.filter(pk=account.pk).update(name=name)
-    sandbox.control(
-        described["id"],
-        "create_jobs",
-        kind="catalog-item-bulk-delete-job",
-        count=1,
-        outcome="fail",
-    )
-    sandbox.clock(described["id"], advance=600)
-    return account
 
 
 def test_a_line_break_in_an_account_name_neither_drops_the_alert_nor_adds_a_header(
@@ -46,7 +31,10 @@ def test_a_line_break_in_an_account_name_neither_drops_the_alert_nor_adds_a_head
     )
     AlertRule.objects.create(name="failures", channel=channel, on_job_failed=True)
 
-    sync_account(failing_account(sandbox, INJECTED).pk)
+    account = failing_account(sandbox)
+    # Straight to the row: whatever the forms accept today, stored names may hold anything.
+    ProviderAccount.objects.filter(pk=account.pk).update(name=INJECTED)
+    sync_account(account.pk)
 
     delivery = AlertDelivery.objects.get()
     assert delivery.status == "sent", delivery.last_error

@@ -22,7 +22,7 @@ from jobcenter.alerts.evaluation import evaluate_periodic
 from jobcenter.alerts.rules import validate_channel
 from jobcenter.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule, Job
 from jobcenter.sync.engine import sync_account
-from tests.factories import sandbox_account
+from tests.factories import failing_account
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -121,19 +121,6 @@ def webhook_rule(url: str) -> AlertRule:
     channel.set_secret(SECRET)
     channel.save()
     return AlertRule.objects.create(name="failures", channel=channel, on_job_failed=True)
-
-
-def failing_account(sandbox, count: int = 1):
-    account, described = sandbox_account(sandbox, "klaviyo", jobs_per_kind=0)
-    sandbox.control(
-        described["id"],
-        "create_jobs",
-        kind="catalog-item-bulk-delete-job",
-        count=count,
-        outcome="fail",
-    )
-    sandbox.clock(described["id"], advance=600)
-    return account
 
 
 def tampered(headers: dict[str, str], **changes: str) -> dict[str, str]:
