@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from jobcenter import crypto
-from jobcenter.models.teams import Team
+from jobcenter.models.teams import team_field
 from providers import get_provider, provider_choices
 
 
@@ -48,15 +48,9 @@ class ProviderAccount(models.Model):
 
     name = models.CharField(max_length=100, unique=True, validators=[refuse_control_characters])
     provider = models.CharField(max_length=40, choices=_provider_choices)
-    # PROTECT: a team is deleted once its accounts have moved, never taking them along.
-    team = models.ForeignKey(
-        Team,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="accounts",
-        help_text="Staff of this team see the account and everything synced from it. "
-        "Blank: superusers only.",
+    team = team_field(
+        "accounts",
+        "Staff of this team see the account and everything synced from it. Blank: superusers only.",
     )
     base_url = models.CharField(
         "base URL",

@@ -12,7 +12,7 @@ from django.utils import timezone
 from jobcenter import crypto
 from jobcenter.models.accounts import ProviderAccount
 from jobcenter.models.jobs import Job
-from jobcenter.models.teams import Team
+from jobcenter.models.teams import team_field
 from providers import PROVIDER_CLASSES
 
 
@@ -29,13 +29,8 @@ class AlertChannel(models.Model):
     """
 
     name = models.CharField(max_length=100, unique=True)
-    team = models.ForeignKey(
-        Team,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="alert_channels",
-        help_text="The team whose rules may send here. Blank: superusers' rules only.",
+    team = team_field(
+        "alert_channels", "The team whose rules may send here. Blank: superusers' rules only."
     )
     kind = models.CharField(max_length=20, choices=AlertChannelKind.choices)
     recipients = models.TextField(
@@ -90,14 +85,10 @@ class AlertRule(models.Model):
     """
 
     name = models.CharField(max_length=100, unique=True)
-    team = models.ForeignKey(
-        Team,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="alert_rules",
-        help_text="A team's rule watches only the team's accounts (\"every account\": "
-        "every account of the team). Blank: every account, superusers only.",
+    team = team_field(
+        "alert_rules",
+        "A team's rule watches only the team's accounts (\"every account\": every account "
+        "of the team). Blank: every account, superusers only.",
     )
     enabled = models.BooleanField(default=True)
     channel = models.ForeignKey(

@@ -55,3 +55,16 @@ class TeamMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.team}"
+
+
+def team_field(related_name: str, help_text: str) -> models.ForeignKey:
+    """The team of an account, an alert rule or a channel: blank means superusers only;
+    PROTECT, so a team is deleted only once what it holds has moved."""
+    return models.ForeignKey(
+        Team,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name=related_name,
+        help_text=help_text,
+    )
