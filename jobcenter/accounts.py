@@ -298,6 +298,12 @@ def rate_limit_overrides(
     return expanded
 
 
+def refused_settings(exc: ValidationError) -> str:
+    """What a sync or a connection test says when the stored base URL or rate limits no
+    longer pass validation (rules tightened since they were saved)."""
+    return "the account's stored settings were refused: " + "; ".join(exc.messages)
+
+
 def check_connection(account: ProviderAccount) -> tuple[bool, str]:
     """Ask the provider whether the stored credentials work; never raises, never leaks."""
     secrets: list[str] = []
@@ -310,5 +316,5 @@ def check_connection(account: ProviderAccount) -> tuple[bool, str]:
     except CredentialsUnreadable as exc:
         return False, f"credentials unreadable: {exc}"
     except ValidationError as exc:
-        return False, "base URL refused: " + "; ".join(exc.messages)
+        return False, refused_settings(exc)
     return True, "the provider accepted the credentials"

@@ -230,7 +230,7 @@ def test_an_unbounded_limit_stored_before_the_check_fails_the_sync_instead_of_pa
     run = sync_account(account.pk)
 
     assert run.outcome == "failed"
-    assert "Rate limit '*'" in run.error
+    assert run.error.startswith("the account's stored settings were refused: Rate limit '*'")
     assert slept == []
     assert sandbox.requests(described["id"]) == []
     assert SyncRun.objects.get(pk=run.pk).error == run.error

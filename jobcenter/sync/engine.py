@@ -36,7 +36,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from jobcenter.accounts import build_provider
+from jobcenter.accounts import build_provider, refused_settings
 from jobcenter.alerts.evaluation import evaluate_after_sync
 from jobcenter.crypto import CredentialsUnreadable
 from jobcenter.models import ProviderAccount, SyncOutcome, SyncRun, SyncTrigger
@@ -146,7 +146,7 @@ class AccountSync:
         except CredentialsUnreadable as exc:
             outcome, error = SyncOutcome.FAILED, f"credentials unreadable: {exc}"
         except ValidationError as exc:
-            outcome, error = SyncOutcome.FAILED, "base URL refused: " + "; ".join(exc.messages)
+            outcome, error = SyncOutcome.FAILED, refused_settings(exc)
         except LeaseLost:
             outcome, error = SyncOutcome.FAILED, "stopped: another worker took over this account"
         except Exception as exc:
