@@ -26,7 +26,9 @@ from django_q.tasks import async_task
 
 from jobcenter.alerts.delivery import deliver
 from jobcenter.alerts.evaluation import evaluate_periodic
+from jobcenter.audit.recorder import record
 from jobcenter.models import ProviderAccount, SyncTrigger
+from jobcenter.models.audit import AuditAction
 from jobcenter.sync.engine import sync_account
 
 SCHEDULE_NAME = "jobcenter: dispatch due syncs"
@@ -167,4 +169,6 @@ def stop_foreign_schedules() -> list[Schedule]:
         except ValidationError:
             foreign.append(schedule)
     Schedule.objects.filter(pk__in=[s.pk for s in foreign]).update(repeats=0)
+    for schedule in foreign:  # update() sends no signal: the audit is told here
+        record(schedule, AuditAction.CHANGE, {"repeats": {"old": schedule.repeats, "new": 0}})
     return foreign

@@ -19,6 +19,7 @@ from django_q.models import Failure, OrmQ, Schedule, Task
 from django_q.tasks import schedule as q_schedule
 
 import jobcenter.tasks
+from jobcenter.models import AuditRecord
 from jobcenter.tasks import SCHEDULE_NAME, TASKS
 
 pytestmark = pytest.mark.django_db
@@ -223,5 +224,9 @@ def test_setup_schedules_still_works_and_stops_schedules_stored_before_the_check
     assert FOREIGN in errors.getvalue()
     bad.refresh_from_db()
     assert bad.repeats == 0  # the scheduler skips it; kept for someone to look at
+    stopped = AuditRecord.objects.filter(model="django_q.schedule", object_id=str(bad.pk))
+    assert [(r.action, r.actor, r.changes) for r in stopped.filter(action="change")] == [
+        ("change", "command:setup_schedules", {"repeats": {"old": -1, "new": 0}})
+    ]  # stopped once (the second run finds nothing to stop), and the audit says who did it
     ours = Schedule.objects.get(name=SCHEDULE_NAME)
     assert (ours.func, ours.repeats) == ("jobcenter.tasks.dispatch_due_syncs", -1)

@@ -176,7 +176,9 @@ def _changes(watched: Watched, old: dict[str, Any] | None, instance: models.Mode
     return changes
 
 
-def _record(instance: models.Model, action: str, changes: dict, using: str) -> None:
+def record(instance: models.Model, action: str, changes: dict, using: str = "default") -> None:
+    """One audit record of `instance` by the current actor. Signals call it; so does code
+    that must write with `QuerySet.update()` (which sends none)."""
     actor = current_actor()
     AuditRecord.objects.using(using).create(
         actor_id=actor.user_id,
@@ -225,11 +227,11 @@ def after_save(
     if raw or (old is _UNREAD and not created):
         return  # a fixture, or a save whose update_fields names no watched field
     if created or old is None:
-        _record(instance, AuditAction.CREATE, _changes(watched, None, instance), using)
+        record(instance, AuditAction.CREATE, _changes(watched, None, instance), using)
         return
     changes = _changes(watched, old, instance)
     if changes:
-        _record(instance, AuditAction.CHANGE, changes, using)
+        record(instance, AuditAction.CHANGE, changes, using)
 
 
 def after_delete(
@@ -240,7 +242,7 @@ def after_delete(
         field.name: {"old": _value(field, getattr(instance, field.attname))}
         for field in watched.fields
     }
-    _record(instance, AuditAction.DELETE, changes, using)
+    record(instance, AuditAction.DELETE, changes, using)
 
 
 # --- many-to-many -----------------------------------------------------------------------
@@ -282,10 +284,10 @@ def m2m_change(
     key = "removed" if action != "post_add" else "added"
     if not reverse:
         changes = {field.name: {key: _names(model, pk_set, using)}}
-        _record(instance, AuditAction.CHANGE, changes, using)
+        record(instance, AuditAction.CHANGE, changes, using)
         return
     for owner in field.model._base_manager.using(using).filter(pk__in=list(pk_set)):
-        _record(owner, AuditAction.CHANGE, {field.name: {key: [str(instance)]}}, using)
+        record(owner, AuditAction.CHANGE, {field.name: {key: [str(instance)]}}, using)
 
 
 def _related_pks(
@@ -312,7 +314,7 @@ def _record_through_rows(
         **{mine: instance.pk, f"{other}__in": list(pks)}
     )
     for row in rows:
-        _record(row, AuditAction.CREATE, _changes(WATCHED[through], None, row), using)
+        record(row, AuditAction.CREATE, _changes(WATCHED[through], None, row), using)
 
 
 # --- wiring -----------------------------------------------------------------------------
