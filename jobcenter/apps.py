@@ -22,7 +22,11 @@ class JobCenterConfig(AppConfig):
         from jobcenter.audit import recorder
 
         recorder.connect()
-        # A Schedule runs only Job Center's own tasks, however it is saved.
-        from jobcenter.tasks import check_schedule_on_save
+        # A Schedule runs only Job Center's own tasks, however it is saved; the queue takes
+        # nothing else, whoever queues it.
+        from django_q.signals import pre_enqueue
+
+        from jobcenter.tasks import check_schedule_on_save, guard_enqueue
 
         pre_save.connect(check_schedule_on_save, sender="django_q.Schedule")
+        pre_enqueue.connect(guard_enqueue, dispatch_uid="jobcenter.tasks.guard_enqueue")

@@ -9,6 +9,9 @@ attempt at one alert delivery.
 The task queue is not a console: a Schedule may name only one of `TASKS` and no hook
 (`check_schedule`, run on every save by `jobcenter.apps` and by the admin's form), since a
 worker imports and calls whatever dotted path a Schedule holds, with the worker's secrets.
+The queue itself is the second line (`guard_enqueue`, on django-q2's `pre_enqueue`): a task
+naming anything else, from a row that slipped past the first line or from code, is queued
+as `refuse_foreign_task`, which fails with the name; it never runs.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ TASKS = (
     "jobcenter.tasks.run_sync",
     "jobcenter.tasks.deliver_alert",
 )
+# What may be queued: the tasks, and the name `deliver_alert` had when it lived in alerts
+# (rows queued before it moved still name it).
+QUEUEABLE = (*TASKS, "jobcenter.alerts.deliver")
 logger = logging.getLogger("jobcenter.tasks")
 
 
@@ -155,8 +161,43 @@ def check_schedule(func: str, hook: str | None = None, kwargs: str | None = None
 
 def check_schedule_on_save(sender: type, instance: Schedule, **kwargs: Any) -> None:
     """pre_save of django-q2's Schedule (connected in `jobcenter.apps`): the ORM, a shell,
-    django-q2's own `schedule()` and the admin all save through here."""
-    check_schedule(instance.func, instance.hook, instance.kwargs)
+    django-q2's own `schedule()` and the admin all save through here.
+
+    A row stored before the check (or behind its back) that the scheduler saves unchanged
+    after its round is not refused: that would roll the whole round back, Job Center's
+    own dispatch included. It is stopped instead (repeats 0; the audit sees the change),
+    and the queue guard has already neutralised the task it queued.
+    """
+    fields = ("func", "hook", "kwargs")
+    stored = (
+        Schedule.objects.filter(pk=instance.pk).values(*fields).first() if instance.pk else None
+    )
+    try:
+        check_schedule(instance.func, instance.hook, instance.kwargs)
+    except ValidationError:
+        if stored is None or any(stored[f] != getattr(instance, f) for f in fields):
+            raise
+        logger.error(
+            "stopped schedule %r: it runs %r, not a Job Center task", instance.name, instance.func
+        )
+        instance.repeats = 0
+
+
+def refuse_foreign_task(func: str) -> None:
+    """What a worker runs in place of a queued function that is not Job Center's."""
+    raise PermissionError(f"refused to run {func!r}: not a Job Center task")
+
+
+def guard_enqueue(sender: str, task: dict[str, Any], **kwargs: Any) -> None:
+    """pre_enqueue of django-q2 (connected in `jobcenter.apps`): whatever queues a task, a
+    foreign function or any hook is replaced by `refuse_foreign_task` before it is stored."""
+    func = task.get("func")
+    name = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+    if name in QUEUEABLE and not task.get("hook"):
+        return
+    logger.error("refused to queue %r (hook %r): not a Job Center task", name, task.get("hook"))
+    task.pop("hook", None)
+    task.update(func="jobcenter.tasks.refuse_foreign_task", args=(name,), kwargs={})
 
 
 def stop_foreign_schedules() -> list[Schedule]:

@@ -14,8 +14,11 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
+from django_q.brokers import get_broker
 from django_q.conf import Conf
 from django_q.models import Failure, OrmQ, Schedule, Task
+from django_q.scheduler import scheduler
+from django_q.tasks import async_task
 from django_q.tasks import schedule as q_schedule
 
 import jobcenter.tasks
@@ -230,3 +233,64 @@ def test_setup_schedules_still_works_and_stops_schedules_stored_before_the_check
     ]  # stopped once (the second run finds nothing to stop), and the audit says who did it
     ours = Schedule.objects.get(name=SCHEDULE_NAME)
     assert (ours.func, ours.repeats) == ("jobcenter.tasks.dispatch_due_syncs", -1)
+
+
+def queued(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks go to the ORM broker's table, as in production, instead of running inline."""
+    if "redis" in settings.Q_CLUSTER:
+        pytest.skip("the queue is on Redis here; the ORM broker's rows are read")
+    monkeypatch.setattr(Conf, "SYNC", False)
+
+
+def queued_tasks() -> list[tuple[object, tuple, str | None]]:
+    return [
+        (t["func"], tuple(t["args"]), t.get("hook")) for t in (r.task for r in OrmQ.objects.all())
+    ]
+
+
+def test_the_queue_takes_no_foreign_function_nor_hook_whoever_queues_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queued(monkeypatch)
+    async_task(FOREIGN, "id")
+    async_task("jobcenter.tasks.run_sync", 1, hook=FOREIGN)
+    async_task(jobcenter.tasks.run_sync, 2)  # a callable of ours is fine
+    refused = "jobcenter.tasks.refuse_foreign_task"
+    assert queued_tasks() == [
+        (refused, (FOREIGN,), None),
+        (refused, ("jobcenter.tasks.run_sync",), None),
+        (jobcenter.tasks.run_sync, (2,), None),
+    ]
+    with pytest.raises(PermissionError, match=FOREIGN):
+        jobcenter.tasks.refuse_foreign_task(FOREIGN)
+
+
+def test_a_foreign_row_neither_runs_nor_holds_up_the_scheduler_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Refusing the scheduler's save would roll its round back, Job Center's dispatch too."""
+    queued(monkeypatch)
+    # The scheduler closes stale connections first: not the test's own.
+    monkeypatch.setattr("django_q.scheduler.close_old_django_connections", lambda: None)
+    past = timezone.now() - timezone.timedelta(minutes=1)
+    ours = jobcenter.tasks.ensure_schedule()
+    Schedule.objects.filter(pk=ours.pk).update(next_run=past)
+    bad = Schedule.objects.create(
+        func="jobcenter.tasks.run_sync", name="old", args="1", schedule_type=Schedule.MINUTES
+    )
+    Schedule.objects.filter(pk=bad.pk).update(func=FOREIGN, args="'id'", next_run=past)
+
+    scheduler(broker=get_broker())
+
+    funcs = [func for func, _, _ in queued_tasks()]
+    assert sorted(funcs) == [
+        "jobcenter.tasks.dispatch_due_syncs",
+        "jobcenter.tasks.refuse_foreign_task",
+    ]
+    bad.refresh_from_db()
+    assert bad.repeats == 0  # stopped on the scheduler's own save
+    assert Schedule.objects.get(pk=ours.pk).next_run > past  # the round was kept
+    with pytest.raises(ValidationError):  # an edit that keeps it foreign is still refused
+        bad.name = "renamed"
+        bad.func = "os.system"
+        bad.save()
