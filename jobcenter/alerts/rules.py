@@ -17,6 +17,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from jobcenter.alerts.webhooks import signing_key, validate_webhook_url
 from jobcenter.models import AlertChannel, AlertChannelKind, AlertRule, ProviderAccount, Team
+from jobcenter.queries.scoping import in_team
 
 MIN_SECRET_LENGTH = 16
 
@@ -46,9 +47,7 @@ def scoped_accounts(rule: AlertRule) -> QuerySet[ProviderAccount]:
     A team's rule watches the team's accounts only ("every account" is every account of
     the team); a rule without a team (superusers') may watch any account.
     """
-    accounts = ProviderAccount.objects.all()
-    if rule.team_id is not None:
-        accounts = accounts.filter(team_id=rule.team_id)
+    accounts = in_team(ProviderAccount.objects.all(), rule.team_id)
     through = AlertRule.accounts.through
     accounts = accounts.filter(
         Q(~Exists(through.objects.filter(alertrule_id=rule.pk)))

@@ -73,21 +73,30 @@ def team_ids(user: Any) -> QuerySet[TeamMembership]:
     return TeamMembership.objects.filter(user_id=getattr(user, "pk", None)).values("team_id")
 
 
-def account_ids(user: Any) -> QuerySet[ProviderAccount]:
-    """The ids of the accounts of `user`'s teams, as a subquery."""
-    return ProviderAccount.objects.filter(team_id__in=team_ids(user)).values("pk")
-
-
 def scoped(queryset: QuerySet, user: Any) -> QuerySet:
     """`queryset` narrowed to the rows `user` may see (all of them for a superuser)."""
     if sees_everything(user):
         return queryset
+    return _in_teams(queryset, team_ids(user))
+
+
+def in_team(queryset: QuerySet, team_id: int | None) -> QuerySet:
+    """`queryset` narrowed to one team's rows: what a team's alert rule may watch. A rule
+    without a team (superusers') is narrowed to nothing less than everything."""
+    if team_id is None:
+        return queryset
+    return _in_teams(queryset, [team_id])
+
+
+def _in_teams(queryset: QuerySet, teams: QuerySet | list[int]) -> QuerySet:
+    """The one narrowing both use: by the path from the queryset's model to its team."""
     model = queryset.model
     model = model._meta.concrete_model or model  # a proxy belongs where its model does
     if model in ACCOUNT_PATHS:
-        return queryset.filter(**{f"{ACCOUNT_PATHS[model]}__in": account_ids(user)})
+        accounts = ProviderAccount.objects.filter(team_id__in=teams).values("pk")
+        return queryset.filter(**{f"{ACCOUNT_PATHS[model]}__in": accounts})
     if model in TEAM_PATHS:
-        return queryset.filter(**{f"{TEAM_PATHS[model]}__in": team_ids(user)})
+        return queryset.filter(**{f"{TEAM_PATHS[model]}__in": teams})
     raise LookupError(f"{model.__name__} has no path to a team in jobcenter.queries.scoping.")
 
 
