@@ -5,7 +5,8 @@ Importing the area modules registers every ModelAdmin: `accounts` (provider acco
 runs), `alerts` (channels, rules, events, deliveries), `audit` (the audit log, for
 superusers), `taskqueue` (django-q2's pages, with
 what runs code kept for superusers), `teams` (teams and their members),
-`tokens` (API tokens, each staff member's own). Beside them:
+`tokens` (API tokens, each staff member's own), `users` (users and groups, with what
+grants power kept for superusers). Beside them:
 `common` (site titles, time columns, the capped paginator, the team scoping of every
 area), `filters`, `forms`, `exports` (the export mixin), `display` and `charts` (how
 values and the dashboard look). The dashboard at the admin index is
@@ -25,6 +26,7 @@ from jobcenter.admin import (
     taskqueue,
     teams,
     tokens,
+    users,
 )
 
 __all__ = [
@@ -37,4 +39,5 @@ __all__ = [
     "taskqueue",
     "teams",
     "tokens",
+    "users",
 ]
