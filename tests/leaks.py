@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from django.conf import settings
@@ -11,15 +13,34 @@ from django.urls import reverse
 
 from jobcenter.models import ProviderAccount, SyncRun
 
+# Reads the files named on its command line and prints those holding stdin's bytes.
+SCAN_FILES = (
+    "import sys; secret = sys.stdin.buffer.read(); "
+    "print(*(p for p in sys.argv[1:] if secret in open(p, 'rb').read()), sep='\\n')"
+)
+
 
 def assert_not_in_database(secret: str) -> None:
-    """The secret appears in clear nowhere in the database: the file itself on SQLite (what
-    was committed), every table on PostgreSQL."""
+    """The secret appears in clear nowhere in the database: the files themselves on SQLite
+    (what was committed, the rate-limit side file and the WALs included), every table on
+    PostgreSQL.
+
+    The files are read by a child process: POSIX record locks belong to a process, so
+    opening and closing a database file here would drop every SQLite lock this process's
+    connections hold on it, and the next process to open it would rebuild the WAL index
+    under their feet ("file is not a database", then a corrupt file).
+    """
     if connection.vendor == "sqlite":
         connection.close()  # flush to the file (WAL included)
         name = Path(settings.DATABASES["default"]["TEST"]["NAME"])
-        for path in [name, *name.parent.glob(name.name + "-*")]:
-            assert secret.encode() not in path.read_bytes(), path
+        paths = [str(p) for p in [name, *name.parent.glob(name.name + "-*")]]
+        found = subprocess.run(
+            [sys.executable, "-c", SCAN_FILES, *paths],
+            input=secret.encode(),
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+        assert not found.strip(), found
         return
     with connection.cursor() as cursor:
         for table in connection.introspection.table_names(cursor):
