@@ -168,13 +168,13 @@ def check_schedule_on_save(sender: type, instance: Schedule, **kwargs: Any) -> N
     own dispatch included. It is stopped instead (repeats 0; the audit sees the change),
     and the queue guard has already neutralised the task it queued.
     """
-    fields = ("func", "hook", "kwargs")
-    stored = (
-        Schedule.objects.filter(pk=instance.pk).values(*fields).first() if instance.pk else None
-    )
     try:
         check_schedule(instance.func, instance.hook, instance.kwargs)
     except ValidationError:
+        # Only a refused save reads the stored row: the scheduler saves every due row
+        # each round, and the audit's pre_save reads it once already.
+        fields = ("func", "hook", "kwargs")
+        stored = Schedule.objects.filter(pk=instance.pk).values(*fields).first()
         if stored is None or any(stored[f] != getattr(instance, f) for f in fields):
             raise
         logger.error(
