@@ -413,6 +413,18 @@ JOBCENTER_PROVIDER_OPTIONS = options_from_environment(os.environ)
 # How long a sync holds its account without renewing (it renews on every page): the most
 # a killed worker can delay the next run.
 JOBCENTER_LEASE_SECONDS = int(os.environ.get("JOBCENTER_LEASE_SECONDS", "120"))
+# Freshness. The dispatcher (a loop in the cluster) looks for due work every
+# JOBCENTER_DISPATCH_SECONDS; 0 dispatches once a minute from the Schedule alone (the old
+# design). Unfinished jobs are refreshed every JOBCENTER_HOT_SECONDS by the cheapest call
+# each provider offers (the hot lane; 0 turns it off), using at most
+# JOBCENTER_HOT_HEADROOM of each rate limit so sweeps keep the rest.
+JOBCENTER_DISPATCH_SECONDS = env_int("JOBCENTER_DISPATCH_SECONDS", 5)
+JOBCENTER_HOT_SECONDS = env_int("JOBCENTER_HOT_SECONDS", 15)
+JOBCENTER_HOT_HEADROOM = float(os.environ.get("JOBCENTER_HOT_HEADROOM") or "0.5")
+if JOBCENTER_DISPATCH_SECONDS < 0 or JOBCENTER_HOT_SECONDS < 0:
+    raise ImproperlyConfigured("JOBCENTER_DISPATCH_SECONDS and JOBCENTER_HOT_SECONDS are >= 0.")
+if not 0 < JOBCENTER_HOT_HEADROOM <= 1:
+    raise ImproperlyConfigured("JOBCENTER_HOT_HEADROOM is a share of a rate limit: 0 < x <= 1.")
 # Non-terminal jobs refreshed by id, and failed jobs whose errors are fetched, per run.
 JOBCENTER_REFRESH_PER_RUN = int(os.environ.get("JOBCENTER_REFRESH_PER_RUN", "500"))
 JOBCENTER_ERROR_FETCHES_PER_RUN = int(os.environ.get("JOBCENTER_ERROR_FETCHES_PER_RUN", "200"))
@@ -459,7 +471,7 @@ JOBCENTER_RETRY = {
     "max_total_wait": 30.0,
     "max_inline_retry_after": 10.0,
 }
-JOBCENTER_DEFAULT_SYNC_MINUTES = int(os.environ.get("JOBCENTER_DEFAULT_SYNC_MINUTES", "5"))
+JOBCENTER_DEFAULT_SYNC_MINUTES = int(os.environ.get("JOBCENTER_DEFAULT_SYNC_MINUTES", "1"))
 # /healthz (jobcenter.health) fails when enabled accounts exist and none has synced
 # successfully for this many minutes (0: report the age, never fail on it).
 JOBCENTER_HEALTH_MAX_SYNC_AGE_MINUTES = int(

@@ -7,192 +7,346 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ProviderAccount',
+            name="ProviderAccount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('provider', models.CharField(choices=jobcenter.models._provider_choices, max_length=40)),
-                ('base_url', models.CharField(blank=True, help_text="Blank for the provider's default host.", max_length=300, verbose_name='base URL')),
-                ('credentials_encrypted', models.TextField(default='', editable=False)),
-                ('credentials_hint', models.CharField(blank=True, editable=False, max_length=40)),
-                ('enabled', models.BooleanField(default=True)),
-                ('sync_interval_minutes', models.PositiveIntegerField(default=5)),
-                ('next_sync_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('last_sync_at', models.DateTimeField(blank=True, null=True)),
-                ('last_success_at', models.DateTimeField(blank=True, null=True)),
-                ('last_status', models.CharField(choices=[('new', 'Not synced yet'), ('ok', 'Syncing'), ('failing', 'Failing')], default='new', max_length=20)),
-                ('last_error', models.TextField(blank=True)),
-                ('consecutive_failures', models.PositiveIntegerField(default=0)),
-                ('blocked_until', models.DateTimeField(blank=True, null=True)),
-                ('lease_owner', models.CharField(blank=True, editable=False, max_length=64)),
-                ('lease_until', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('sync_state', models.JSONField(blank=True, default=dict, editable=False)),
-                ('rate_limits', models.JSONField(blank=True, default=dict, help_text='Per provider tier (or "*" for all): a list of [requests, seconds] windows, e.g. {"*": [[10, 1], [150, 60]]}. Blank keeps the provider\'s limits.', verbose_name='rate-limit overrides')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                (
+                    "provider",
+                    models.CharField(choices=jobcenter.models._provider_choices, max_length=40),
+                ),
+                (
+                    "base_url",
+                    models.CharField(
+                        blank=True,
+                        help_text="Blank for the provider's default host.",
+                        max_length=300,
+                        verbose_name="base URL",
+                    ),
+                ),
+                ("credentials_encrypted", models.TextField(default="", editable=False)),
+                ("credentials_hint", models.CharField(blank=True, editable=False, max_length=40)),
+                ("enabled", models.BooleanField(default=True)),
+                ("sync_interval_minutes", models.PositiveIntegerField(default=5)),
+                ("next_sync_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("last_sync_at", models.DateTimeField(blank=True, null=True)),
+                ("last_success_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "last_status",
+                    models.CharField(
+                        choices=[
+                            ("new", "Not synced yet"),
+                            ("ok", "Syncing"),
+                            ("failing", "Failing"),
+                        ],
+                        default="new",
+                        max_length=20,
+                    ),
+                ),
+                ("last_error", models.TextField(blank=True)),
+                ("consecutive_failures", models.PositiveIntegerField(default=0)),
+                ("blocked_until", models.DateTimeField(blank=True, null=True)),
+                ("lease_owner", models.CharField(blank=True, editable=False, max_length=64)),
+                ("lease_until", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("sync_state", models.JSONField(blank=True, default=dict, editable=False)),
+                (
+                    "rate_limits",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='Per provider tier (or "*" for all): a list of [requests, seconds] windows, e.g. {"*": [[10, 1], [150, 60]]}. Blank keeps the provider\'s limits.',
+                        verbose_name="rate-limit overrides",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='RateLimitBucket',
+            name="RateLimitBucket",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=200, unique=True)),
-                ('tokens', models.FloatField()),
-                ('updated', models.FloatField(help_text='Unix time of the last take.')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=200, unique=True)),
+                ("tokens", models.FloatField()),
+                ("updated", models.FloatField(help_text="Unix time of the last take.")),
             ],
         ),
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(editable=False, max_length=40)),
-                ('kind', models.CharField(max_length=100)),
-                ('external_id', models.CharField(max_length=255, verbose_name='external id')),
-                ('status', models.CharField(choices=[('queued', 'queued'), ('running', 'running'), ('succeeded', 'succeeded'), ('partially_failed', 'partially_failed'), ('failed', 'failed'), ('cancelled', 'cancelled'), ('expired', 'expired'), ('unknown', 'unknown')], max_length=20)),
-                ('provider_status', models.CharField(blank=True, max_length=100)),
-                ('total_count', models.BigIntegerField(blank=True, null=True)),
-                ('completed_count', models.BigIntegerField(blank=True, null=True)),
-                ('failed_count', models.BigIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(blank=True, null=True)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('first_seen_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_seen_at', models.DateTimeField(blank=True, null=True)),
-                ('last_changed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_checked_at', models.DateTimeField(blank=True, null=True)),
-                ('is_terminal', models.BooleanField(default=False)),
-                ('gone_at', models.DateTimeField(blank=True, null=True)),
-                ('gone_reason', models.TextField(blank=True)),
-                ('tracked', models.BooleanField(default=False)),
-                ('errors_fetched_at', models.DateTimeField(blank=True, null=True)),
-                ('error_count', models.PositiveIntegerField(default=0)),
-                ('payload', models.JSONField(blank=True, default=dict)),
-                ('digest', models.CharField(blank=True, max_length=64)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='jobs', to='jobcenter.provideraccount')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("provider", models.CharField(editable=False, max_length=40)),
+                ("kind", models.CharField(max_length=100)),
+                ("external_id", models.CharField(max_length=255, verbose_name="external id")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("running", "running"),
+                            ("succeeded", "succeeded"),
+                            ("partially_failed", "partially_failed"),
+                            ("failed", "failed"),
+                            ("cancelled", "cancelled"),
+                            ("expired", "expired"),
+                            ("unknown", "unknown"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("provider_status", models.CharField(blank=True, max_length=100)),
+                ("total_count", models.BigIntegerField(blank=True, null=True)),
+                ("completed_count", models.BigIntegerField(blank=True, null=True)),
+                ("failed_count", models.BigIntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(blank=True, null=True)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("first_seen_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_seen_at", models.DateTimeField(blank=True, null=True)),
+                ("last_changed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_checked_at", models.DateTimeField(blank=True, null=True)),
+                ("is_terminal", models.BooleanField(default=False)),
+                ("gone_at", models.DateTimeField(blank=True, null=True)),
+                ("gone_reason", models.TextField(blank=True)),
+                ("tracked", models.BooleanField(default=False)),
+                ("errors_fetched_at", models.DateTimeField(blank=True, null=True)),
+                ("error_count", models.PositiveIntegerField(default=0)),
+                ("payload", models.JSONField(blank=True, default=dict)),
+                ("digest", models.CharField(blank=True, max_length=64)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="jobs",
+                        to="jobcenter.provideraccount",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='SyncRun',
+            name="SyncRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('trigger', models.CharField(choices=[('schedule', 'Schedule'), ('manual', 'Manual'), ('api', 'API'), ('command', 'Command line')], max_length=20)),
-                ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('outcome', models.CharField(choices=[('running', 'Running'), ('succeeded', 'Succeeded'), ('partial', 'Partly failed'), ('failed', 'Failed'), ('skipped', 'Skipped'), ('deferred', 'Deferred')], default='running', max_length=20)),
-                ('pages', models.PositiveIntegerField(default=0)),
-                ('requests', models.PositiveIntegerField(default=0)),
-                ('retries', models.PositiveIntegerField(default=0)),
-                ('jobs_seen', models.PositiveIntegerField(default=0)),
-                ('jobs_created', models.PositiveIntegerField(default=0)),
-                ('jobs_changed', models.PositiveIntegerField(default=0)),
-                ('jobs_gone', models.PositiveIntegerField(default=0)),
-                ('snapshots_written', models.PositiveIntegerField(default=0)),
-                ('errors_fetched', models.PositiveIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('detail', models.JSONField(blank=True, default=dict)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='sync_runs', to='jobcenter.provideraccount')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "trigger",
+                    models.CharField(
+                        choices=[
+                            ("schedule", "Schedule"),
+                            ("manual", "Manual"),
+                            ("api", "API"),
+                            ("command", "Command line"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("started_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("partial", "Partly failed"),
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped"),
+                            ("deferred", "Deferred"),
+                        ],
+                        default="running",
+                        max_length=20,
+                    ),
+                ),
+                ("pages", models.PositiveIntegerField(default=0)),
+                ("requests", models.PositiveIntegerField(default=0)),
+                ("retries", models.PositiveIntegerField(default=0)),
+                ("jobs_seen", models.PositiveIntegerField(default=0)),
+                ("jobs_created", models.PositiveIntegerField(default=0)),
+                ("jobs_changed", models.PositiveIntegerField(default=0)),
+                ("jobs_gone", models.PositiveIntegerField(default=0)),
+                ("snapshots_written", models.PositiveIntegerField(default=0)),
+                ("errors_fetched", models.PositiveIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("detail", models.JSONField(blank=True, default=dict)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="sync_runs",
+                        to="jobcenter.provideraccount",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-started_at', '-id'],
+                "ordering": ["-started_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='JobError',
+            name="JobError",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveIntegerField()),
-                ('code', models.CharField(blank=True, max_length=200)),
-                ('title', models.CharField(blank=True, max_length=500)),
-                ('message', models.TextField(blank=True)),
-                ('source', models.CharField(blank=True, max_length=500)),
-                ('external_id', models.CharField(blank=True, max_length=255)),
-                ('raw', models.JSONField(blank=True, default=dict)),
-                ('fetched_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='errors', to='jobcenter.job')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveIntegerField()),
+                ("code", models.CharField(blank=True, max_length=200)),
+                ("title", models.CharField(blank=True, max_length=500)),
+                ("message", models.TextField(blank=True)),
+                ("source", models.CharField(blank=True, max_length=500)),
+                ("external_id", models.CharField(blank=True, max_length=255)),
+                ("raw", models.JSONField(blank=True, default=dict)),
+                ("fetched_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="errors",
+                        to="jobcenter.job",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['job', 'position'],
-                'constraints': [models.UniqueConstraint(fields=('job', 'position'), name='job_error_unique_position')],
+                "ordering": ["job", "position"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("job", "position"), name="job_error_unique_position"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='JobSnapshot',
+            name="JobSnapshot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('observed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('status', models.CharField(max_length=20)),
-                ('provider_status', models.CharField(blank=True, max_length=100)),
-                ('total_count', models.BigIntegerField(blank=True, null=True)),
-                ('completed_count', models.BigIntegerField(blank=True, null=True)),
-                ('failed_count', models.BigIntegerField(blank=True, null=True)),
-                ('payload', models.JSONField(blank=True, default=dict)),
-                ('digest', models.CharField(max_length=64)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='snapshots', to='jobcenter.job')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("observed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("status", models.CharField(max_length=20)),
+                ("provider_status", models.CharField(blank=True, max_length=100)),
+                ("total_count", models.BigIntegerField(blank=True, null=True)),
+                ("completed_count", models.BigIntegerField(blank=True, null=True)),
+                ("failed_count", models.BigIntegerField(blank=True, null=True)),
+                ("payload", models.JSONField(blank=True, default=dict)),
+                ("digest", models.CharField(max_length=64)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="snapshots",
+                        to="jobcenter.job",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['job', 'observed_at', 'id'],
-                'indexes': [models.Index(fields=['job', 'observed_at'], name='snapshot_job_observed'), models.Index(fields=['-observed_at'], name='snapshot_observed')],
+                "ordering": ["job", "observed_at", "id"],
+                "indexes": [
+                    models.Index(fields=["job", "observed_at"], name="snapshot_job_observed"),
+                    models.Index(fields=["-observed_at"], name="snapshot_observed"),
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['account', 'external_id'], name='job_account_extid'),
+            model_name="job",
+            index=models.Index(fields=["account", "external_id"], name="job_account_extid"),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['status', '-created_at'], name='job_status_created'),
+            model_name="job",
+            index=models.Index(fields=["status", "-created_at"], name="job_status_created"),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['kind', '-created_at'], name='job_kind_created'),
+            model_name="job",
+            index=models.Index(fields=["kind", "-created_at"], name="job_kind_created"),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['provider', '-created_at'], name='job_provider_created'),
+            model_name="job",
+            index=models.Index(fields=["provider", "-created_at"], name="job_provider_created"),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['account', '-created_at'], name='job_account_created'),
+            model_name="job",
+            index=models.Index(fields=["account", "-created_at"], name="job_account_created"),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['-created_at'], name='job_created'),
+            model_name="job",
+            index=models.Index(fields=["-created_at"], name="job_created"),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['-last_changed_at'], name='job_last_changed'),
+            model_name="job",
+            index=models.Index(fields=["-last_changed_at"], name="job_last_changed"),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['account', 'is_terminal', 'last_checked_at'], name='job_refresh_queue'),
+            model_name="job",
+            index=models.Index(
+                fields=["account", "is_terminal", "last_checked_at"], name="job_refresh_queue"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='job',
-            constraint=models.UniqueConstraint(fields=('account', 'kind', 'external_id'), name='job_unique_per_account_kind'),
+            model_name="job",
+            constraint=models.UniqueConstraint(
+                fields=("account", "kind", "external_id"), name="job_unique_per_account_kind"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='job',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['queued', 'running', 'succeeded', 'partially_failed', 'failed', 'cancelled', 'expired', 'unknown'])), name='job_status_normalized'),
+            model_name="job",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "status__in",
+                        [
+                            "queued",
+                            "running",
+                            "succeeded",
+                            "partially_failed",
+                            "failed",
+                            "cancelled",
+                            "expired",
+                            "unknown",
+                        ],
+                    )
+                ),
+                name="job_status_normalized",
+            ),
         ),
         migrations.AddIndex(
-            model_name='syncrun',
-            index=models.Index(fields=['account', '-started_at'], name='syncrun_account_started'),
+            model_name="syncrun",
+            index=models.Index(fields=["account", "-started_at"], name="syncrun_account_started"),
         ),
         migrations.AddIndex(
-            model_name='syncrun',
-            index=models.Index(fields=['outcome', '-started_at'], name='syncrun_outcome_started'),
+            model_name="syncrun",
+            index=models.Index(fields=["outcome", "-started_at"], name="syncrun_outcome_started"),
         ),
     ]

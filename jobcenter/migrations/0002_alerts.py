@@ -6,132 +6,342 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobcenter', '0001_initial'),
+        ("jobcenter", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AlertChannel',
+            name="AlertChannel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('kind', models.CharField(choices=[('email', 'Email'), ('webhook', 'Webhook (JSON POST, HMAC-signed)')], max_length=20)),
-                ('recipients', models.TextField(blank=True, help_text='Email: addresses separated by commas or new lines.')),
-                ('url', models.CharField(blank=True, help_text='Webhook: an http(s) URL that receives a JSON POST per alert.', max_length=500, verbose_name='webhook URL')),
-                ('secret_encrypted', models.TextField(default='', editable=False)),
-                ('secret_hint', models.CharField(blank=True, editable=False, max_length=40)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("email", "Email"),
+                            ("webhook", "Webhook (JSON POST, HMAC-signed)"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "recipients",
+                    models.TextField(
+                        blank=True, help_text="Email: addresses separated by commas or new lines."
+                    ),
+                ),
+                (
+                    "url",
+                    models.CharField(
+                        blank=True,
+                        help_text="Webhook: an http(s) URL that receives a JSON POST per alert.",
+                        max_length=500,
+                        verbose_name="webhook URL",
+                    ),
+                ),
+                ("secret_encrypted", models.TextField(default="", editable=False)),
+                ("secret_hint", models.CharField(blank=True, editable=False, max_length=40)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='AlertDelivery',
+            name="AlertDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('channel_kind', models.CharField(choices=[('email', 'Email'), ('webhook', 'Webhook (JSON POST, HMAC-signed)')], max_length=20)),
-                ('destination', models.CharField(blank=True, max_length=500)),
-                ('subject', models.CharField(max_length=300)),
-                ('text', models.TextField()),
-                ('payload', models.JSONField(default=dict)),
-                ('event_count', models.PositiveIntegerField(default=1)),
-                ('is_digest', models.BooleanField(default=False)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('sending', 'Sending'), ('retrying', 'Waiting to retry'), ('sent', 'Sent'), ('failed', 'Failed')], default='pending', max_length=20)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('last_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
-                ('response_code', models.PositiveIntegerField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('attempt_log', models.JSONField(blank=True, default=list)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('channel', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deliveries', to='jobcenter.alertchannel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "channel_kind",
+                    models.CharField(
+                        choices=[
+                            ("email", "Email"),
+                            ("webhook", "Webhook (JSON POST, HMAC-signed)"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("destination", models.CharField(blank=True, max_length=500)),
+                ("subject", models.CharField(max_length=300)),
+                ("text", models.TextField()),
+                ("payload", models.JSONField(default=dict)),
+                ("event_count", models.PositiveIntegerField(default=1)),
+                ("is_digest", models.BooleanField(default=False)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("sending", "Sending"),
+                            ("retrying", "Waiting to retry"),
+                            ("sent", "Sent"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("last_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
+                ("response_code", models.PositiveIntegerField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True)),
+                ("attempt_log", models.JSONField(blank=True, default=list)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "channel",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="deliveries",
+                        to="jobcenter.alertchannel",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'alert deliveries',
-                'ordering': ['-created_at', '-id'],
+                "verbose_name_plural": "alert deliveries",
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='AlertRule',
+            name="AlertRule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('enabled', models.BooleanField(default=True)),
-                ('providers', models.CharField(blank=True, help_text='Provider slugs, comma-separated; blank for all.', max_length=200)),
-                ('kinds', models.TextField(blank=True, help_text='Job kinds, comma- or line-separated; blank for all.')),
-                ('on_job_failed', models.BooleanField(default=False, verbose_name='job failed')),
-                ('on_job_partially_failed', models.BooleanField(default=False, verbose_name='job partly failed')),
-                ('partial_min_percent', models.FloatField(default=0, help_text='0 alerts on any partial failure. Jobs without a total count only at 0.', verbose_name="partly failed: more than this % of the job's total failed")),
-                ('stuck_after_minutes', models.PositiveIntegerField(blank=True, null=True, verbose_name='job queued or running longer than (minutes)')),
-                ('account_failures', models.PositiveIntegerField(blank=True, null=True, verbose_name='account failed this many syncs in a row')),
-                ('account_silent_minutes', models.PositiveIntegerField(blank=True, null=True, verbose_name='account not synced successfully for (minutes)')),
-                ('quiet_start', models.TimeField(blank=True, null=True)),
-                ('quiet_end', models.TimeField(blank=True, null=True)),
-                ('quiet_timezone', models.CharField(default='UTC', help_text='An IANA time zone such as Europe/Berlin.', max_length=64)),
-                ('default_key', models.CharField(blank=True, editable=False, max_length=40)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('accounts', models.ManyToManyField(blank=True, help_text='None: every account.', related_name='alert_rules', to='jobcenter.provideraccount')),
-                ('channel', models.ForeignKey(blank=True, help_text='The rule is inactive until a channel is chosen.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='rules', to='jobcenter.alertchannel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "providers",
+                    models.CharField(
+                        blank=True,
+                        help_text="Provider slugs, comma-separated; blank for all.",
+                        max_length=200,
+                    ),
+                ),
+                (
+                    "kinds",
+                    models.TextField(
+                        blank=True, help_text="Job kinds, comma- or line-separated; blank for all."
+                    ),
+                ),
+                ("on_job_failed", models.BooleanField(default=False, verbose_name="job failed")),
+                (
+                    "on_job_partially_failed",
+                    models.BooleanField(default=False, verbose_name="job partly failed"),
+                ),
+                (
+                    "partial_min_percent",
+                    models.FloatField(
+                        default=0,
+                        help_text="0 alerts on any partial failure. Jobs without a total count only at 0.",
+                        verbose_name="partly failed: more than this % of the job's total failed",
+                    ),
+                ),
+                (
+                    "stuck_after_minutes",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        null=True,
+                        verbose_name="job queued or running longer than (minutes)",
+                    ),
+                ),
+                (
+                    "account_failures",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        null=True,
+                        verbose_name="account failed this many syncs in a row",
+                    ),
+                ),
+                (
+                    "account_silent_minutes",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        null=True,
+                        verbose_name="account not synced successfully for (minutes)",
+                    ),
+                ),
+                ("quiet_start", models.TimeField(blank=True, null=True)),
+                ("quiet_end", models.TimeField(blank=True, null=True)),
+                (
+                    "quiet_timezone",
+                    models.CharField(
+                        default="UTC",
+                        help_text="An IANA time zone such as Europe/Berlin.",
+                        max_length=64,
+                    ),
+                ),
+                ("default_key", models.CharField(blank=True, editable=False, max_length=40)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "accounts",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="None: every account.",
+                        related_name="alert_rules",
+                        to="jobcenter.provideraccount",
+                    ),
+                ),
+                (
+                    "channel",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The rule is inactive until a channel is chosen.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="rules",
+                        to="jobcenter.alertchannel",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='AlertEvent',
+            name="AlertEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event', models.CharField(choices=[('job_failed', 'Job failed'), ('job_partially_failed', 'Job partly failed'), ('job_stuck', 'Job queued or running too long'), ('account_failing', 'Account failing'), ('account_not_synced', 'Account not synced')], max_length=30)),
-                ('episode', models.BigIntegerField(default=0)),
-                ('fired_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('batch', models.CharField(db_index=True, editable=False, max_length=32)),
-                ('state', models.CharField(choices=[('held', 'Held for quiet hours'), ('pending', 'Being handed to a delivery'), ('dispatched', 'Handed to a delivery')], max_length=20)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='alert_events', to='jobcenter.provideraccount')),
-                ('delivery', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='events', to='jobcenter.alertdelivery')),
-                ('job', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='alert_events', to='jobcenter.job')),
-                ('rule', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='jobcenter.alertrule')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "event",
+                    models.CharField(
+                        choices=[
+                            ("job_failed", "Job failed"),
+                            ("job_partially_failed", "Job partly failed"),
+                            ("job_stuck", "Job queued or running too long"),
+                            ("account_failing", "Account failing"),
+                            ("account_not_synced", "Account not synced"),
+                        ],
+                        max_length=30,
+                    ),
+                ),
+                ("episode", models.BigIntegerField(default=0)),
+                ("fired_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("batch", models.CharField(db_index=True, editable=False, max_length=32)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("held", "Held for quiet hours"),
+                            ("pending", "Being handed to a delivery"),
+                            ("dispatched", "Handed to a delivery"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="alert_events",
+                        to="jobcenter.provideraccount",
+                    ),
+                ),
+                (
+                    "delivery",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="events",
+                        to="jobcenter.alertdelivery",
+                    ),
+                ),
+                (
+                    "job",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="alert_events",
+                        to="jobcenter.job",
+                    ),
+                ),
+                (
+                    "rule",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="jobcenter.alertrule",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-fired_at', '-id'],
+                "ordering": ["-fired_at", "-id"],
             },
         ),
         migrations.AddField(
-            model_name='alertdelivery',
-            name='rule',
-            field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deliveries', to='jobcenter.alertrule'),
+            model_name="alertdelivery",
+            name="rule",
+            field=models.ForeignKey(
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="deliveries",
+                to="jobcenter.alertrule",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='alertrule',
-            constraint=models.UniqueConstraint(condition=models.Q(('default_key', ''), _negated=True), fields=('default_key',), name='alertrule_unique_default_key'),
+            model_name="alertrule",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("default_key", ""), _negated=True),
+                fields=("default_key",),
+                name="alertrule_unique_default_key",
+            ),
         ),
         migrations.AddIndex(
-            model_name='alertevent',
-            index=models.Index(fields=['rule', 'state'], name='alertevent_rule_state'),
+            model_name="alertevent",
+            index=models.Index(fields=["rule", "state"], name="alertevent_rule_state"),
         ),
         migrations.AddIndex(
-            model_name='alertevent',
-            index=models.Index(fields=['-fired_at'], name='alertevent_fired'),
+            model_name="alertevent",
+            index=models.Index(fields=["-fired_at"], name="alertevent_fired"),
         ),
         migrations.AddConstraint(
-            model_name='alertevent',
-            constraint=models.UniqueConstraint(condition=models.Q(('job__isnull', False)), fields=('rule', 'job', 'event', 'episode'), name='alertevent_once_per_job_episode'),
+            model_name="alertevent",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("job__isnull", False)),
+                fields=("rule", "job", "event", "episode"),
+                name="alertevent_once_per_job_episode",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='alertevent',
-            constraint=models.UniqueConstraint(condition=models.Q(('job__isnull', True)), fields=('rule', 'account', 'event', 'episode'), name='alertevent_once_per_account_episode'),
+            model_name="alertevent",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("job__isnull", True)),
+                fields=("rule", "account", "event", "episode"),
+                name="alertevent_once_per_account_episode",
+            ),
         ),
         migrations.AddIndex(
-            model_name='alertdelivery',
-            index=models.Index(fields=['status', 'next_attempt_at'], name='alertdelivery_due'),
+            model_name="alertdelivery",
+            index=models.Index(fields=["status", "next_attempt_at"], name="alertdelivery_due"),
         ),
         migrations.AddIndex(
-            model_name='alertdelivery',
-            index=models.Index(fields=['-created_at'], name='alertdelivery_created'),
+            model_name="alertdelivery",
+            index=models.Index(fields=["-created_at"], name="alertdelivery_created"),
         ),
     ]

@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobcenter', '0002_alerts'),
+        ("jobcenter", "0002_alerts"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='job',
-            options={'permissions': [('export_job', 'Can export jobs, snapshots and errors')]},
+            name="job",
+            options={"permissions": [("export_job", "Can export jobs, snapshots and errors")]},
         ),
     ]

@@ -4,14 +4,13 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobcenter', '0003_export_permission'),
+        ("jobcenter", "0003_export_permission"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['external_id'], name='job_external_id'),
+            model_name="job",
+            index=models.Index(fields=["external_id"], name="job_external_id"),
         ),
     ]

@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobcenter', '0004_job_external_id_index'),
+        ("jobcenter", "0004_job_external_id_index"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='job',
-            name='job_account_extid',
+            model_name="job",
+            name="job_account_extid",
         ),
     ]

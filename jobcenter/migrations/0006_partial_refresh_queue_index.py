@@ -4,18 +4,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobcenter', '0005_drop_job_account_extid'),
+        ("jobcenter", "0005_drop_job_account_extid"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='job',
-            name='job_refresh_queue',
+            model_name="job",
+            name="job_refresh_queue",
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(condition=models.Q(('is_terminal', False)), fields=['account', 'last_checked_at'], name='job_refresh_queue'),
+            model_name="job",
+            index=models.Index(
+                condition=models.Q(("is_terminal", False)),
+                fields=["account", "last_checked_at"],
+                name="job_refresh_queue",
+            ),
         ),
     ]

@@ -8,59 +8,115 @@ from django.db import migrations, models
 # Teams (issue 17). Existing accounts, rules and channels get no team: only superusers
 # see them until a superuser assigns one (docs/operations.md, "Teams").
 
-class Migration(migrations.Migration):
 
+class Migration(migrations.Migration):
     dependencies = [
-        ('jobcenter', '0008_drop_fk_indexes_covered_by_composites'),
+        ("jobcenter", "0008_drop_fk_indexes_covered_by_composites"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Team',
+            name="Team",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.AddField(
-            model_name='alertchannel',
-            name='team',
-            field=models.ForeignKey(blank=True, help_text="The team whose rules may send here. Blank: superusers' rules only.", null=True, on_delete=django.db.models.deletion.PROTECT, related_name='alert_channels', to='jobcenter.team'),
+            model_name="alertchannel",
+            name="team",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The team whose rules may send here. Blank: superusers' rules only.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="alert_channels",
+                to="jobcenter.team",
+            ),
         ),
         migrations.AddField(
-            model_name='alertrule',
-            name='team',
-            field=models.ForeignKey(blank=True, help_text='A team\'s rule watches only the team\'s accounts ("every account": every account of the team). Blank: every account, superusers only.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='alert_rules', to='jobcenter.team'),
+            model_name="alertrule",
+            name="team",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="A team's rule watches only the team's accounts (\"every account\": every account of the team). Blank: every account, superusers only.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="alert_rules",
+                to="jobcenter.team",
+            ),
         ),
         migrations.AddField(
-            model_name='provideraccount',
-            name='team',
-            field=models.ForeignKey(blank=True, help_text='Staff of this team see the account and everything synced from it. Blank: superusers only.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='accounts', to='jobcenter.team'),
+            model_name="provideraccount",
+            name="team",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Staff of this team see the account and everything synced from it. Blank: superusers only.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="accounts",
+                to="jobcenter.team",
+            ),
         ),
         migrations.CreateModel(
-            name='TeamMembership',
+            name="TeamMembership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('added_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('team', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='jobcenter.team')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='team_memberships', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "added_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="jobcenter.team",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="team_memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['team', 'user'],
+                "ordering": ["team", "user"],
             },
         ),
         migrations.AddField(
-            model_name='team',
-            name='members',
-            field=models.ManyToManyField(blank=True, related_name='jobcenter_teams', through='jobcenter.TeamMembership', to=settings.AUTH_USER_MODEL),
+            model_name="team",
+            name="members",
+            field=models.ManyToManyField(
+                blank=True,
+                related_name="jobcenter_teams",
+                through="jobcenter.TeamMembership",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='teammembership',
-            constraint=models.UniqueConstraint(fields=('team', 'user'), name='team_membership_unique'),
+            model_name="teammembership",
+            constraint=models.UniqueConstraint(
+                fields=("team", "user"), name="team_membership_unique"
+            ),
         ),
     ]

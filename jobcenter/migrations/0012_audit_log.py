@@ -32,14 +32,20 @@ class Migration(migrations.Migration):
                 (
                     "action",
                     models.CharField(
-                        choices=[("create", "Created"), ("change", "Changed"), ("delete", "Deleted")],
+                        choices=[
+                            ("create", "Created"),
+                            ("change", "Changed"),
+                            ("delete", "Deleted"),
+                        ],
                         editable=False,
                         max_length=10,
                     ),
                 ),
                 (
                     "model",
-                    models.CharField(editable=False, help_text="app_label.modelname", max_length=100),
+                    models.CharField(
+                        editable=False, help_text="app_label.modelname", max_length=100
+                    ),
                 ),
                 ("object_id", models.CharField(editable=False, max_length=64)),
                 (

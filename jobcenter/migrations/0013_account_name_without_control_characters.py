@@ -5,15 +5,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobcenter', '0012_audit_log'),
+        ("jobcenter", "0012_audit_log"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='provideraccount',
-            name='name',
-            field=models.CharField(max_length=100, unique=True, validators=[jobcenter.models.accounts.refuse_control_characters]),
+            model_name="provideraccount",
+            name="name",
+            field=models.CharField(
+                max_length=100,
+                unique=True,
+                validators=[jobcenter.models.accounts.refuse_control_characters],
+            ),
         ),
     ]

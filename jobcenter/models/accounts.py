@@ -61,7 +61,7 @@ class ProviderAccount(models.Model):
     credentials_encrypted = models.TextField(default="", editable=False)
     credentials_hint = models.CharField(max_length=40, blank=True, editable=False)
     enabled = models.BooleanField(default=True)
-    sync_interval_minutes = models.PositiveIntegerField(default=5)
+    sync_interval_minutes = models.PositiveIntegerField(default=1)
     next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_sync_at = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
