@@ -295,7 +295,7 @@ CACHES = {
 # sync; one attempt (the next scheduled run is the retry); no catch-up storm after downtime.
 Q_CLUSTER: dict = {
     "name": "jobcenter",
-    "workers": int(os.environ.get("JOBCENTER_Q_WORKERS", "2")),
+    "workers": int(os.environ.get("JOBCENTER_Q_WORKERS", "4")),
     "timeout": int(os.environ.get("JOBCENTER_TASK_TIMEOUT", "900")),
     "retry": int(os.environ.get("JOBCENTER_TASK_RETRY", "1200")),
     "max_attempts": 1,

@@ -1,10 +1,21 @@
 """django-q2 entry points. Task arguments are ids only: django-q2 stores them in its table.
 
-`dispatch_due_syncs` runs every minute from one Schedule (`manage.py setup_schedules`)
-and enqueues `run_sync` for each enabled, unblocked account that is due. Admin and API
-"sync now" enqueue the same task. A duplicate delivery is harmless: the second run finds
-the account's lease taken and records itself as skipped. `deliver_alert` makes one
-attempt at one alert delivery.
+`dispatch_due_syncs` runs every minute from one Schedule (`manage.py setup_schedules`).
+It is the dispatcher loop: every `JOBCENTER_DISPATCH_SECONDS` it enqueues `run_sync` (a
+sweep) for each enabled, unblocked, unleased account that is due, and `run_hot_pass`
+for each account with unfinished jobs whose hot pass is due (`jobcenter.sync.hot`). Each
+loop takes the dispatch baton from the one before, which stops at its next cycle, so
+one loop dispatches at a time and the Schedule replaces a loop lost with its worker
+(`JOBCENTER_DISPATCH_SECONDS=0`: one dispatch a minute, as before the loop). Admin and
+API "sync now" enqueue `run_sync` too. A duplicate delivery is harmless: the second run
+finds the account's lease taken and records itself as skipped. `deliver_alert` makes
+one attempt at one alert delivery.
+
+When an account is due: a queued sweep claims it for `JOBCENTER_LEASE_SECONDS` (a task
+lost before it starts is queued again after that); a sweep that starts makes it due
+again at once, but leased; one that ends sets the next sweep an interval after it
+started (`jobcenter.sync.lease`, `jobcenter.sync.bookkeeping`). So a worker killed
+mid-sync delays its account by the lease plus one dispatch cycle, not an interval.
 
 The task queue is not a console: a Schedule may name only one of `TASKS` and no hook
 (`check_schedule`, run on every save by `jobcenter.apps` and by the admin's form), since a
@@ -18,11 +29,14 @@ from __future__ import annotations
 
 import ast
 import logging
-from datetime import timedelta
+import time
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
@@ -30,15 +44,20 @@ from django_q.tasks import async_task
 from jobcenter.alerts.delivery import deliver
 from jobcenter.alerts.evaluation import evaluate_periodic
 from jobcenter.audit.recorder import record
-from jobcenter.models import ProviderAccount, SyncTrigger
+from jobcenter.models import DispatchBaton, Job, ProviderAccount, SyncTrigger
 from jobcenter.models.audit import AuditAction
 from jobcenter.sync.engine import sync_account
+from jobcenter.sync.hot import hot_due, hot_pass
 
 SCHEDULE_NAME = "jobcenter: dispatch due syncs"
+BATON = "dispatch"
+# The longest a dispatcher loop runs: the Schedule starts a new one every minute anyway.
+LOOP_LIFETIME_SECONDS = 600
 # Every function a Schedule may run: Job Center's own tasks, defined below.
 TASKS = (
     "jobcenter.tasks.dispatch_due_syncs",
     "jobcenter.tasks.run_sync",
+    "jobcenter.tasks.run_hot_pass",
     "jobcenter.tasks.deliver_alert",
 )
 # What may be queued: the tasks, and the name `deliver_alert` had when it lived in alerts
@@ -64,31 +83,89 @@ def enqueue_sync(account_id: int, trigger: str = SyncTrigger.MANUAL) -> str:
     )
 
 
-def dispatch_due_syncs() -> int:
-    """Enqueue a sync for every due account and move its next_sync_at on.
+def run_hot_pass(account_id: int) -> dict[str, object]:
+    """The queued task: one hot pass over one account's unfinished jobs."""
+    run = hot_pass(account_id)
+    return {"sync_run": run.pk if run else None, "outcome": run.outcome if run else "unchanged"}
 
-    Moving next_sync_at is a conditional UPDATE on the value read, so two dispatchers
-    running at once enqueue each account once.
+
+def dispatch_due_syncs() -> int:
+    """The dispatcher: a loop dispatching every `JOBCENTER_DISPATCH_SECONDS` while it
+    holds the baton (or one dispatch, with the setting 0); returns what it queued.
+
+    Alerts' periodic evaluation runs once per call, that is once a minute.
     """
-    now = timezone.now()
-    due = (
-        ProviderAccount.objects.filter(enabled=True)
-        .filter(Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=now))
-        .filter(Q(blocked_until__isnull=True) | Q(blocked_until__lte=now))
-        .values_list("pk", "next_sync_at", "sync_interval_minutes")
-    )
-    queued = 0
-    for account_id, next_sync_at, interval in due:
-        moved = ProviderAccount.objects.filter(pk=account_id, next_sync_at=next_sync_at).update(
-            next_sync_at=now + timedelta(minutes=max(1, interval))
-        )
-        if moved:
-            enqueue_sync(account_id, SyncTrigger.SCHEDULE)
-            queued += 1
     try:  # account health, quiet hours ending, webhook retries: also when no sync runs
         evaluate_periodic()
     except Exception:
         logger.exception("periodic alert evaluation failed")
+    cycle = settings.JOBCENTER_DISPATCH_SECONDS
+    if cycle <= 0 or settings.Q_CLUSTER.get("workers", 1) < 2 or settings.Q_CLUSTER.get("sync"):
+        # A loop would hold the only worker syncs have, or (tasks run inline) its caller.
+        return dispatch_once()
+    owner = uuid.uuid4().hex
+    DispatchBaton.objects.update_or_create(
+        name=BATON, defaults={"owner": owner, "taken_at": timezone.now()}
+    )
+    # Ends before django-q2's timeout would kill it; the Schedule starts the next loop.
+    lifetime = min(LOOP_LIFETIME_SECONDS, settings.Q_CLUSTER["timeout"] - 2 * cycle)
+    ends = time.monotonic() + lifetime
+    queued = 0
+    while True:
+        started = time.monotonic()
+        queued += dispatch_once()
+        time.sleep(max(0.0, cycle - (time.monotonic() - started)))
+        if time.monotonic() >= ends:
+            return queued
+        if not DispatchBaton.objects.filter(name=BATON, owner=owner).exists():
+            return queued  # a newer loop took over
+
+
+def dispatch_once(now: datetime | None = None) -> int:
+    """Queue a sweep for every due account and a hot pass for every account whose
+    unfinished jobs are due; returns how many tasks it queued.
+
+    Each account is claimed by a conditional UPDATE on the value read, so two
+    dispatchers running at once queue it once. A constant number of queries, plus one
+    UPDATE and one enqueue per task queued.
+    """
+    now = now or timezone.now()
+    free = (
+        Q(enabled=True)
+        & (Q(blocked_until__isnull=True) | Q(blocked_until__lte=now))
+        & (Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+    )
+    sweep_due = Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=now)
+    queued = 0
+    for account_id, next_sync_at in ProviderAccount.objects.filter(free, sweep_due).values_list(
+        "pk", "next_sync_at"
+    ):
+        claim = now + timedelta(seconds=settings.JOBCENTER_LEASE_SECONDS)
+        if ProviderAccount.objects.filter(pk=account_id, next_sync_at=next_sync_at).update(
+            next_sync_at=claim
+        ):
+            enqueue_sync(account_id, SyncTrigger.SCHEDULE)
+            queued += 1
+    if settings.JOBCENTER_HOT_SECONDS <= 0:
+        return queued
+    moving = Job.objects.filter(account=OuterRef("pk"), is_terminal=False, gone_at__isnull=True)
+    hot = (
+        ProviderAccount.objects.filter(free, hot_due(now))
+        .exclude(sweep_due)
+        .filter(Exists(moving))
+        .values_list("pk", "hot_next_at")
+    )
+    for account_id, hot_next_at in hot:
+        if ProviderAccount.objects.filter(pk=account_id, hot_next_at=hot_next_at).update(
+            hot_next_at=now + timedelta(seconds=settings.JOBCENTER_HOT_SECONDS)
+        ):
+            async_task(
+                "jobcenter.tasks.run_hot_pass",
+                account_id,
+                task_name=f"hot pass of account {account_id}",
+                group="hot",
+            )
+            queued += 1
     return queued
 
 

@@ -217,6 +217,22 @@ class JobPage:
     window_truncated: bool = False
 
 
+@dataclass(frozen=True)
+class ListingFreshness:
+    """What one listing offers the hot lane, which refreshes unfinished jobs often.
+
+    `status_filter_calls`: the requests `Provider.iter_unfinished` makes to list only the
+    listing's unfinished jobs when they fit one page (0: the listing has no status
+    filter). `newest_first`: its first page holds its newest jobs, so new ones show there.
+    The engine (`jobcenter.sync.hot`) chooses the cheapest call from these facts alone.
+    """
+
+    status_filter_calls: int = 0
+    newest_first: bool = False
+
+
+NO_LISTING_FRESHNESS = ListingFreshness()
+
 # --- the provider interface -----------------------------------------------------------
 
 MAX_PAGES_PER_LISTING = 5000
@@ -241,6 +257,8 @@ class Provider(ABC):
     # Whether the provider's documentation shows times without an offset as UTC; if not,
     # such a time is refused (see providers.times).
     naive_times_are_utc: ClassVar[bool] = False
+    # Whether `fetch_job` answers for one job by its id (the hot lane's fallback).
+    fetches_by_id: ClassVar[bool] = True
     # Options a deployment may set by environment variable: option name -> variable name.
     # Settings read them (`providers.options_from_environment`) and hand them back to the
     # provider as `options`, so jobcenter/ never names a provider's setting.
@@ -317,6 +335,11 @@ class Provider(ABC):
         return tuple(k for k in cls.kinds if not k.listable)
 
     @classmethod
+    def listing_freshness(cls, listing: str) -> ListingFreshness:
+        """What `listing` offers the hot lane; by default neither a filter nor an order."""
+        return NO_LISTING_FRESHNESS
+
+    @classmethod
     def read_time(cls, value: object, field: str) -> datetime | None:
         """A time from this provider's JSON, read by the one policy of `providers.times`."""
         return parse_time(value, f"{cls.label}'s {field}", naive_is_utc=cls.naive_times_are_utc)
@@ -348,6 +371,11 @@ class Provider(ABC):
     @abstractmethod
     def iter_pages(self, listing: str, cursor: str | None = None) -> Iterator[JobPage]:
         """Yield `listing` (see `listing_names`) page by page, resuming at `cursor`."""
+
+    def iter_unfinished(self, listing: str) -> Iterator[JobPage]:
+        """Pages of `listing` holding only its unfinished jobs (where
+        `listing_freshness(listing).status_filter_calls` says the provider can filter)."""
+        raise NotImplementedError(f"{self.label} cannot list {listing} by status")
 
     @abstractmethod
     def fetch_job(self, kind: str, external_id: str) -> JobRecord:

@@ -23,6 +23,7 @@ from providers.base import (
     JobKind,
     JobPage,
     JobRecord,
+    ListingFreshness,
     PersonalData,
     Provider,
     Status,
@@ -126,6 +127,12 @@ KIND_TABLE = _kinds()
 FAMILY: dict[str, str] = {kind.name: family for kind, family, _ in KIND_TABLE}
 FIELDS = {"catalog": CATALOG_FIELDS, "coupon": CATALOG_FIELDS, "import": IMPORT_FIELDS}
 SORTS = {"import": "-created_at", "suppression": "-created"}
+# The status filters that list unfinished jobs, by "is this the profile import list":
+# only that list takes `any`; the others take one `equals` per status.
+UNFINISHED_FILTERS = {
+    True: ('any(status,["queued","processing"])',),
+    False: ('equals(status,"queued")', 'equals(status,"processing")'),
+}
 
 
 def parse_count(value: Any, what: str) -> int | None:
@@ -288,10 +295,30 @@ class KlaviyoProvider(Provider):
         GETting it. Klaviyo refuses stale cursors with a 400, raised as InvalidCursor.
         """
         self.kind(listing)  # KeyError for a kind this provider does not know
+        yield from self._iter_listing(listing, self.list_params(listing), cursor)
+
+    @classmethod
+    def listing_freshness(cls, listing: str) -> ListingFreshness:
+        """Every job list filters by status (`any` on profile imports, `equals` on the
+        others: one request per unfinished status); imports and suppressions sort."""
+        return ListingFreshness(
+            status_filter_calls=len(UNFINISHED_FILTERS[FAMILY[listing] == "import"]),
+            newest_first=FAMILY[listing] in SORTS,
+        )
+
+    def iter_unfinished(self, listing: str) -> Iterator[JobPage]:
+        """The queued and processing jobs of `listing`, by Klaviyo's status filter."""
+        self.kind(listing)
+        for status_filter in UNFINISHED_FILTERS[FAMILY[listing] == "import"]:
+            params = {**self.list_params(listing), "filter": status_filter}
+            yield from self._iter_listing(listing, params, None)
+
+    def _iter_listing(
+        self, listing: str, params: dict[str, str] | None, cursor: str | None
+    ) -> Iterator[JobPage]:
         path = f"/api/{listing}s"
         guard = CursorGuard(f"Klaviyo {listing} list")
         url: str = path
-        params: dict[str, str] | None = self.list_params(listing)
         if cursor:
             self._check_cursor(cursor, path)
             guard.advance(cursor)

@@ -57,8 +57,8 @@ def test_blocked_and_disabled_accounts_are_not_dispatched(sandbox) -> None:
     blocked, _ = sandbox_account(sandbox, "klaviyo", seed=4, jobs_per_kind=1, name="blocked")
     ProviderAccount.objects.filter(pk=blocked.pk).update(blocked_until=now + timedelta(minutes=5))
     assert dispatch_due_syncs() == 1  # tests run tasks inline (sync: True)
-    assert dispatch_due_syncs() == 0  # next_sync_at moved on: nothing is due twice
-    assert SyncRun.objects.filter(account=ok).count() == 1
+    dispatch_due_syncs()  # may queue a hot pass of ok's unfinished jobs, not a sweep
+    assert SyncRun.objects.filter(account=ok).exclude(trigger="hot").count() == 1
     assert not SyncRun.objects.filter(account=blocked).exists()
 
 

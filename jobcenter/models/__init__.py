@@ -12,6 +12,7 @@ Nothing here knows any provider's JSON. Migrations name `jobcenter.models._provi
 
 from jobcenter.models.accounts import (
     AccountStatus,
+    DispatchBaton,
     ProviderAccount,
     RateLimitBucket,
     _provider_choices,
@@ -33,6 +34,7 @@ from jobcenter.models.tokens import ApiToken
 
 __all__ = [
     "AccountStatus",
+    "DispatchBaton",
     "AlertChannel",
     "AlertChannelKind",
     "AlertDelivery",

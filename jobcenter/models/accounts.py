@@ -63,6 +63,8 @@ class ProviderAccount(models.Model):
     enabled = models.BooleanField(default=True)
     sync_interval_minutes = models.PositiveIntegerField(default=1)
     next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # When the hot lane next refreshes this account's unfinished jobs (jobcenter.sync.hot).
+    hot_next_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_sync_at = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_status = models.CharField(
@@ -122,6 +124,22 @@ class RateLimitBucket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.tokens:.1f}"
+
+
+class DispatchBaton(models.Model):
+    """Which dispatcher loop is the live one (jobcenter.tasks.dispatch_due_syncs).
+
+    Each loop the Schedule starts takes the baton; the loop it took it from stops at its
+    next cycle. One loop dispatches at a time, and a loop lost with its worker is
+    replaced by the Schedule's next run.
+    """
+
+    name = models.CharField(max_length=50, primary_key=True)
+    owner = models.CharField(max_length=64)
+    taken_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.owner}"
 
 
 # --- alerts (issue #10; evaluation and delivery live in jobcenter.alerts) ------------------

@@ -142,6 +142,7 @@ class SyncTrigger(models.TextChoices):
     MANUAL = "manual", "Manual"
     API = "api", "API"
     COMMAND = "command", "Command line"
+    HOT = "hot", "Hot lane"
 
 
 class SyncOutcome(models.TextChoices):

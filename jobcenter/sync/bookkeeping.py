@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import F
 from django.utils import timezone
 
-from jobcenter.models import AccountStatus, ProviderAccount, SyncOutcome, SyncRun
+from jobcenter.models import AccountStatus, ProviderAccount, SyncOutcome, SyncRun, SyncTrigger
 from providers.http import HttpCounters
 from providers.redaction import EXCERPT_CHARS, redact, redact_then_cut
 
@@ -40,11 +40,17 @@ class RunTotals:
 
 
 def skip_run(run: SyncRun) -> None:
-    """Close a run that found the account's lease held: another worker is syncing it."""
+    """Close a run that found the account's lease held: another worker is syncing it.
+
+    The account is due again: the dispatcher sweeps it once the lease is free (if the
+    holder was a sweep, its end moves `next_sync_at` on by the interval after this).
+    """
+    now = timezone.now()
     run.outcome = SyncOutcome.SKIPPED
     run.error = "skipped: already running"
-    run.finished_at = timezone.now()
+    run.finished_at = now
     run.save(update_fields=["outcome", "error", "finished_at"])
+    ProviderAccount.objects.filter(pk=run.account_id).update(next_sync_at=now)
 
 
 def end_interrupted_runs(account: ProviderAccount, run: SyncRun) -> None:
@@ -104,8 +110,16 @@ class RunBook:
         run.error = error
         run.finished_at = now
         run.save()
+        if run.trigger == SyncTrigger.HOT:
+            return  # the account's status and schedule are the sweeps' to set
         ok = outcome in (SyncOutcome.SUCCEEDED, SyncOutcome.PARTIAL)
-        updates: dict[str, Any] = {"last_sync_at": now, "last_error": error}
+        updates: dict[str, Any] = {
+            "last_sync_at": now,
+            "last_error": error,
+            # The next sweep: one interval after this one started (lease.Lease.acquire).
+            "next_sync_at": run.started_at
+            + timedelta(minutes=max(1, run.account.sync_interval_minutes)),
+        }
         if ok:
             updates |= {
                 "last_success_at": now,

@@ -5,7 +5,8 @@ it is one conditional UPDATE and needs no lock service. A run renews it with eve
 transaction it commits, in the same UPDATE that saves the listings' cursors; a worker
 that dies mid-run holds it at most `JOBCENTER_LEASE_SECONDS` more, and the next run
 resumes from the saved cursors. A worker that finds its lease taken over (it had
-expired) stops writing: `LeaseLost`.
+expired) stops writing: `LeaseLost`. The hot lane (hot.py) takes the same lease: a
+sweep and a hot pass never write one account's jobs at once.
 """
 
 from __future__ import annotations
@@ -32,29 +33,43 @@ class Lease:
     account_id: int
     owner: str
 
-    def acquire(self) -> bool:
-        """Take the account's lease if it is free or expired: one conditional UPDATE."""
+    def acquire(self, *, sweep: bool = True) -> bool:
+        """Take the account's lease if it is free or expired: one conditional UPDATE.
+
+        A sweep also makes the account due again (`next_sync_at` now): the dispatcher
+        passes over leased accounts, so a sweep lost with its worker is followed by the
+        next one as soon as its lease expires, one dispatch cycle later at most; a sweep
+        that ends moves `next_sync_at` on by the interval (bookkeeping.RunBook.finish).
+        """
         now = timezone.now()
+        changes: dict[str, Any] = {
+            "lease_owner": self.owner,
+            "lease_until": now + timedelta(seconds=settings.JOBCENTER_LEASE_SECONDS),
+        }
+        if sweep:
+            changes["next_sync_at"] = now
         return (
             ProviderAccount.objects.filter(pk=self.account_id)
             .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-            .update(
-                lease_owner=self.owner,
-                lease_until=now + timedelta(seconds=settings.JOBCENTER_LEASE_SECONDS),
-            )
+            .update(**changes)
             == 1
         )
 
-    def renew(self, sync_state: dict[str, Any]) -> None:
-        """Save the cursors and renew the lease in one UPDATE; fail if the lease is gone.
+    def renew(self, sync_state: dict[str, Any] | None = None) -> None:
+        """Save the cursors (if given: a hot pass leaves the sweeps' alone) and renew the
+        lease in one UPDATE; fail if the lease is gone.
 
         Each page, refresh batch and error batch commits this UPDATE in its own
         transaction, so a run that lost its lease finds out before it commits more.
         """
         now = timezone.now()
+        changes: dict[str, Any] = {
+            "lease_until": now + timedelta(seconds=settings.JOBCENTER_LEASE_SECONDS)
+        }
+        if sync_state is not None:
+            changes["sync_state"] = sync_state
         updated = ProviderAccount.objects.filter(pk=self.account_id, lease_owner=self.owner).update(
-            sync_state=sync_state,
-            lease_until=now + timedelta(seconds=settings.JOBCENTER_LEASE_SECONDS),
+            **changes
         )
         if updated != 1:
             raise LeaseLost()
