@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from datetime import timedelta
@@ -170,3 +171,55 @@ def test_two_clusters_share_one_provider_quota_and_never_exceed_it(sandbox) -> N
     assert len(log) >= 60
     runs = SyncRun.objects.filter(account__in=[first, second])
     assert {r.outcome for r in runs} == {"succeeded"}
+
+
+def test_a_worker_killed_mid_sync_delays_its_account_by_the_lease_plus_one_dispatch_cycle(
+    sandbox,
+) -> None:
+    """The dispatcher loop in a real cluster: the sweep's worker is SIGKILLed; the next
+    sweep of its account starts once the lease expires, within a dispatch cycle, though
+    its interval is ten minutes (before the loop, the kill cost the whole interval)."""
+    lease, cycle = 5, 2
+    account, _ = sandbox_account(sandbox, "klaviyo", seed=8, jobs_per_kind=300)
+    fast = account.rate_limits
+    # 4 requests a second: the 39 pages take about 10 s, so the kill lands mid-sync.
+    ProviderAccount.objects.filter(pk=account.pk).update(
+        sync_interval_minutes=10, next_sync_at=None, rate_limits={"*": [[4, 1]]}
+    )
+    ensure_schedule()
+    cluster = start_command(
+        "qcluster",
+        JOBCENTER_Q_WORKERS="3",
+        JOBCENTER_DISPATCH_SECONDS=str(cycle),
+        JOBCENTER_LEASE_SECONDS=str(lease),
+        JOBCENTER_HOT_SECONDS="0",
+    )
+    try:
+        # django-q2's scheduler first looks at schedules about 30 s after start.
+        wait_for(
+            lambda: Job.objects.filter(account=account).count() >= 300,
+            timeout=120,
+            what="the first scheduled sweep's first pages",
+            interval=0.05,
+        )
+        killed = SyncRun.objects.get(account=account, outcome="running")
+        os.kill(killed.detail["pid"], signal.SIGKILL)
+        killed_at = timezone.now()
+        ProviderAccount.objects.filter(pk=account.pk).update(rate_limits=fast)
+        held = ProviderAccount.objects.get(pk=account.pk)
+        # Due at once, but behind the dead worker's lease: no duplicate while it holds.
+        assert held.next_sync_at <= killed_at < held.lease_until
+        wait_for(
+            lambda: SyncRun.objects.filter(account=account, pk__gt=killed.pk).exists(),
+            timeout=120,
+            what="the next sweep of the account",
+        )
+    finally:
+        output = stop(cluster)
+    following = SyncRun.objects.filter(account=account, pk__gt=killed.pk).earliest("pk")
+    assert following.trigger == "schedule", output[-2000:]
+    assert following.started_at >= held.lease_until  # the lease kept it from a duplicate
+    # The lease plus one cycle, with room for a loaded machine's worker to pick it up:
+    # far from the ten-minute interval the kill used to cost.
+    assert following.started_at - killed_at <= timedelta(seconds=lease + cycle + 20), output[-2000:]
+    assert Job.objects.filter(account=account).count() >= 300

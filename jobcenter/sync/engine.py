@@ -28,6 +28,7 @@ The engine reads `providers.base` types only, never a provider's JSON.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from datetime import datetime, timedelta
 
@@ -72,7 +73,8 @@ def sync_account(
 ) -> SyncRun:
     """Run one sync of one account and return its SyncRun (also when skipped)."""
     account = ProviderAccount.objects.get(pk=account_id)
-    run = SyncRun.objects.create(account=account, trigger=trigger)
+    # The worker process is named, so operations (and tests) can tell which one runs it.
+    run = SyncRun.objects.create(account=account, trigger=trigger, detail={"pid": os.getpid()})
     lease = Lease(account.pk, uuid.uuid4().hex)
     if not lease.acquire():
         skip_run(run)
