@@ -11,8 +11,10 @@ One sync, step by step, and the module that does each step:
    diff by payload digest, insert new jobs, update changed ones, touch unchanged ones,
    insert snapshots of the changes and the error records payloads carry), and its
    listing's cursor is saved with the lease's renewal; pages already fetched share a
-   transaction, up to ten. A crash resumes at the saved page. After a complete listing,
-   terminal jobs it no longer returns are marked gone; nothing is deleted (refresh.py).
+   transaction, up to ten. A crash resumes at the saved page. A complete listing marks
+   gone the terminal jobs missing from it and from the complete sweep before it (offset
+   pages shift under deletions, so one sweep's absence proves nothing); a job back
+   unchanged loses the mark without a new snapshot; nothing is deleted (refresh.py).
 3. Refresh by id the non-terminal jobs no listing returned (tracked jobs, jobs beyond
    the list window, jobs that vanished), least recently checked first, bounded per run
    (refresh.py).
@@ -172,13 +174,16 @@ class AccountSync:
             sweep_started = parse_datetime(state["sweep_started_at"]) or self.started
         else:
             cursor, sweep_started = None, self.started
+        # When the last complete sweep before this one started: a job last seen before
+        # then is missing from both, which is what marks it gone (refresh.mark_gone).
+        previous = parse_datetime(state.get("complete_sweep_started_at") or "")
         try:
-            self.page_through(listing, cursor, sweep_started)
+            self.page_through(listing, cursor, sweep_started, previous)
         except InvalidCursor:
             if cursor is None:
                 raise
             self.book.note_problem(f"{listing}: saved cursor refused; listing started again")
-            self.page_through(listing, None, self.started)
+            self.page_through(listing, None, self.started, previous)
         except AccessDenied as exc:  # one listing out of scope; the others may work
             self.book.note_problem(f"{listing}: {exc}")
             self.book.report(listing, f"failed: {exc}")
@@ -188,7 +193,13 @@ class AccountSync:
             self.book.note_problem(f"{listing}: {exc}")
             self.book.report(listing, f"failed: {exc}")
 
-    def page_through(self, listing: str, cursor: str | None, sweep_started: datetime) -> None:
+    def page_through(
+        self,
+        listing: str,
+        cursor: str | None,
+        sweep_started: datetime,
+        previous: datetime | None,
+    ) -> None:
         assert self.provider is not None and self.unlisted is not None
         t = self.book.totals
         before = (t.pages, t.jobs_seen, t.jobs_created, t.jobs_changed, t.jobs_gone)
@@ -202,12 +213,10 @@ class AccountSync:
                 with transaction.atomic():
                     for pages_in_transaction in range(1, PAGES_PER_TRANSACTION + 1):
                         truncated = truncated or page.window_truncated
-                        self.apply_page(listing, page, encoded, sweep_started)
+                        self.apply_page(listing, page, encoded, sweep_started, previous, truncated)
                         if pages_in_transaction == PAGES_PER_TRANSACTION or not fetched.ready():
                             break
                         page, encoded = next(fetched)
-        if not truncated:
-            self.unlisted.mark_gone(listing, sweep_started)
         self.completed_listings.append(listing)
         pages, seen, new, changed, gone = (
             now - then
@@ -229,17 +238,32 @@ class AccountSync:
         page: JobPage,
         encoded: list[EncodedRecord],
         sweep_started: datetime,
+        previous: datetime | None,
+        truncated: bool,
     ) -> None:
-        """Write one page and save its listing's cursor: the next run resumes after it."""
+        """Write one page and save its listing's cursor: the next run resumes after it.
+
+        The last page of a sweep that reached every job (no list window cut it) marks
+        gone, in the same transaction, the finished jobs missing from this sweep and the
+        complete one before it (`previous`), and saves this sweep's start for the next.
+        One sweep's absence proves nothing: offset pages shift when the provider deletes
+        jobs meanwhile, within a sweep or between the runs of a resumed one.
+        """
+        complete = page.next_cursor is None and not truncated
+        last_complete = sweep_started if complete else previous
+        listing_state: dict[str, str | None] = {
+            "cursor": page.next_cursor,
+            "complete_sweep_started_at": last_complete.isoformat() if last_complete else None,
+        }
         if page.next_cursor:
-            listing_state = {
-                "cursor": page.next_cursor,
-                "sweep_started_at": sweep_started.isoformat(),
-            }
+            listing_state["sweep_started_at"] = sweep_started.isoformat()
         else:
-            listing_state = {"cursor": None, "last_complete_at": timezone.now().isoformat()}
+            listing_state["last_complete_at"] = timezone.now().isoformat()
         with transaction.atomic(savepoint=False):  # within page_through's, if any
             self.pages.apply_records(encoded)
             self.book.totals.pages += 1
+            if complete and previous is not None:
+                assert self.unlisted is not None
+                self.unlisted.mark_gone(listing, previous)
             self.state[listing] = listing_state
             self.save_progress()

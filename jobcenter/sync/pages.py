@@ -4,8 +4,11 @@ A page costs a constant number of queries whatever it holds: load the page's exi
 jobs, diff by payload digest, insert the new jobs (as plain rows, `bulk.insert_rows`:
 one executemany on SQLite, one COPY on PostgreSQL), bulk-update the changed ones, touch
 the unchanged ones, insert snapshots of the new and changed ones, and replace the error
-records their payloads carry. The caller holds the transaction (engine.py: up to ten
-fetched pages share one) and saves the progress in it.
+records their payloads carry. A job marked gone that comes back with the same payload
+and status is unchanged: the touch clears its mark, and it writes no snapshot (its last
+one says the same); one whose status differs (expired by refresh.py, say) is a change
+like any other. The caller holds the transaction (engine.py: up to ten fetched pages
+share one) and saves the progress in it.
 
 Each payload is encoded once (`encode_record`, in the prefetch thread), as the
 canonical text its digest is taken from: the job row and its snapshot carry that text.
@@ -165,18 +168,22 @@ class PageWriter:
         changed: list[Job] = []
         written: list[WrittenJob] = []
         unchanged_ids: list[int] = []
+        back_unchanged = False  # a job marked gone is listed again as it was
         for key, encoded in by_key.items():
             job = existing.get(key)
             if job is None:
                 row = self.new_job_row(encoded, now)
                 new_rows.append(row)
                 written.append(WrittenJob(encoded, row=row))
-            elif job.digest != encoded.digest or job.gone_at is not None:
+            elif job.digest != encoded.digest or (
+                job.gone_at is not None and job.status != encoded.record.status.value
+            ):
                 self.fill(job, encoded.record, encoded.digest, now)
                 changed.append(job)
                 written.append(WrittenJob(encoded, job=job))
             else:
                 unchanged_ids.append(job.pk)
+                back_unchanged = back_unchanged or job.gone_at is not None
         # Marked before the jobs are written, so the job rows carry it: no second update.
         inline_errors = self.take_inline_errors(written, now)
         if new_rows:
@@ -186,7 +193,12 @@ class PageWriter:
             Job.objects.bulk_update(changed, CHANGED_FIELDS)
             self.totals.jobs_changed += len(changed)
         if unchanged_ids:
-            Job.objects.filter(pk__in=unchanged_ids).update(last_seen_at=now, last_checked_at=now)
+            # A gone job back unchanged just loses the mark, in the same UPDATE: a page
+            # costs the queries it did.
+            unmark = {"gone_at": None, "gone_reason": ""} if back_unchanged else {}
+            Job.objects.filter(pk__in=unchanged_ids).update(
+                last_seen_at=now, last_checked_at=now, **unmark
+            )
         self.write_snapshots(written, now)
         replace_errors(
             [(item.pk, rows) for item, rows in inline_errors],

@@ -7,8 +7,13 @@ job that no completed listing returned in this run, least recently checked first
 most `JOBCENTER_REFRESH_PER_RUN` a run: the rest are asked first next time. An id the
 provider does not know ends the job (expired, or not found) with the reason.
 
-A terminal job a complete listing no longer returns is marked gone (`mark_gone`): kept,
-with `gone_at` and the reason; nothing is deleted.
+A terminal job is marked gone (`mark_gone`) when two consecutive complete sweeps of its
+listing, each started after it was last seen, did not return it: kept, with `gone_at`
+and the reason; nothing is deleted. One sweep's absence proves nothing: offset pages
+shift when the provider deletes jobs during a sweep, or between the runs of a sweep
+resumed from its saved cursor, and the jobs behind the deleted ones are never returned
+by that sweep. A gone job a listing returns again with the same payload and status just
+loses the mark (pages.py), without a new snapshot.
 """
 
 from __future__ import annotations
@@ -56,15 +61,16 @@ class UnlistedJobs:
         self.book = book
         self.save_progress = save_progress
 
-    def mark_gone(self, listing: str, sweep_started: datetime) -> None:
-        """Terminal jobs a complete listing no longer returns are gone (kept, marked)."""
+    def mark_gone(self, listing: str, previous_sweep_started: datetime) -> None:
+        """At the end of a complete sweep: terminal jobs last seen before the complete
+        sweep before it started are missing from both, so gone (kept, marked)."""
         gone = Job.objects.filter(
             listing_filter(self.provider, listing),
             account=self.account,
             tracked=False,
             is_terminal=True,
             gone_at__isnull=True,
-            last_seen_at__lt=sweep_started,
+            last_seen_at__lt=previous_sweep_started,
         ).update(gone_at=timezone.now(), gone_reason=GONE_FROM_LISTING)
         self.book.totals.jobs_gone += gone
 

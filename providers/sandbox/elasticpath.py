@@ -24,7 +24,9 @@ still queued), `token_lifetime` (seconds, default 3600), `requests_per_second` (
 `start`. Controls: `create_jobs` {type, count, outcome (success|failed|cancelled),
 duration (seconds), errors [messages]} -> {"ids"}; `revoke` (the secret is refused and
 every token dies); `rotate_secret` -> {"credentials"}; `set_token_lifetime` {seconds};
-`expire_tokens`; `set_rate_limit` {requests_per_second}.
+`expire_tokens`; `set_rate_limit` {requests_per_second}; `delete_jobs` {ids} ->
+{"deleted", "unknown"} (gone from the listing and by id, so the offsets of the jobs behind
+them shift, as the store's do; the queue keeps its past: no other job's times move).
 """
 
 from __future__ import annotations
@@ -170,6 +172,7 @@ class ElasticPathAccount(SandboxAccount):
         self.token_epoch = 0  # tokens of an older epoch are dead (revoked or rotated)
         self.tokens_issued = 0
         self.jobs: list[PimJob] = []
+        self.deleted: list[PimJob] = []  # still in the queue's past, never answered
         self.by_id: dict[str, PimJob] = {}
         self.rng = random.Random(f"elasticpath:{options.get('seed', 1)}")
         self._seq = 0
@@ -181,7 +184,7 @@ class ElasticPathAccount(SandboxAccount):
     def schedule(self) -> None:
         """Lay out the one-at-a-time queue: oldest pending first, cancelled ones skipped."""
         free_at = 0
-        for job in sorted(self.jobs, key=lambda j: (j.created_ms, j.seq)):
+        for job in sorted([*self.jobs, *self.deleted], key=lambda j: (j.created_ms, j.seq)):
             would_start = max(job.created_ms + job.pickup_ms, free_at)
             if job.cancel_ms is not None and job.cancel_ms <= would_start:
                 job.start_ms = None
@@ -245,6 +248,14 @@ class ElasticPathAccount(SandboxAccount):
         self.jobs.append(job)
         self.by_id[job.id] = job
         return job
+
+    def delete_jobs(self, ids: list[str]) -> tuple[list[str], list[str]]:
+        """Delete jobs: the listing and `/pcm/jobs/{id}` stop answering them."""
+        deleted = [self.by_id.pop(i) for i in dict.fromkeys(ids) if i in self.by_id]
+        self.deleted.extend(deleted)
+        gone = {job.id for job in deleted}
+        self.jobs = [job for job in self.jobs if job.id not in gone]
+        return [job.id for job in deleted], [i for i in ids if i not in gone]
 
     def seed(self, jobs_per_kind: int) -> None:
         """Finished history (success, failed, cancelled) then a recent burst still queued.
@@ -366,6 +377,9 @@ class ElasticPathSandbox(ProviderSandbox):
                 )
             account.schedule()
             return {"ids": ids}
+        if action == "delete_jobs":
+            deleted, unknown = account.delete_jobs([str(i) for i in payload.get("ids") or []])
+            return {"deleted": deleted, "unknown": unknown}
         if action == "revoke":
             account.revoked = True
             account.token_epoch += 1
