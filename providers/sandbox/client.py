@@ -51,6 +51,10 @@ class SandboxClient:
     def state(self, account_id: str) -> dict[str, Any]:
         return self._call("GET", "state", params={"account": account_id})
 
+    def timeline(self, account_id: str) -> dict[str, Any]:
+        """Every job's schedule on the account's clock (`ProviderSandbox.timeline`)."""
+        return self._call("GET", "timeline", params={"account": account_id})
+
     def requests(self, account_id: str | None = None, since: int = 0) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"since": since}
         if account_id:

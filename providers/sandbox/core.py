@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -68,6 +68,22 @@ def iso(ts: float | None, *, micro: bool = True) -> str | None:
         return None
     dt = datetime.fromtimestamp(ts, tz=UTC)
     return dt.isoformat(timespec="microseconds" if micro else "milliseconds")
+
+
+def status_changes(
+    status_at: Callable[[float], str], created: float, moments: Iterable[float | None]
+) -> list[list[Any]]:
+    """[[time, status], ...]: the status at creation, then each change, in order.
+
+    `status_at` is a job's status as a function of its clock and `moments` the times it
+    may change at (it is constant between them, and takes its new value at the moment).
+    """
+    changes: list[list[Any]] = [[created, status_at(created)]]
+    for moment in sorted({m for m in moments if m is not None and m > created}):
+        status = status_at(moment)
+        if status != changes[-1][1]:
+            changes.append([moment, status])
+    return changes
 
 
 FAULT_KINDS = (
@@ -297,6 +313,15 @@ class ProviderSandbox:
         creates jobs that way and tracks them, naming no provider.
         """
         raise KeyError(action)
+
+    def timeline(self, account: SandboxAccount) -> list[dict[str, Any]]:
+        """Every job's schedule on the account's clock, for benchmarks to know the truth
+        at any moment without sampling it: `kind`, `id`, `created` (epoch seconds),
+        `statuses` ([[time, provider status], ...] from `status_changes`) and `progress`:
+        None, or how a count grows while the job runs: {"field", "start", "end",
+        "final", "until"}, the field reading int(final * (t - start) / (end - start)) at
+        any t with start <= t < until (a cancellation stops it at `until`)."""
+        raise NotImplementedError
 
     # The query parameter that carries a page cursor, for the "expired_cursor" fault.
     cursor_parameter: ClassVar[str | None] = None

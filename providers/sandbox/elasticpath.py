@@ -20,7 +20,9 @@ What it reproduces, and why each matters to the sync:
 
 Account options: `seed`, `jobs_per_kind` (jobs per type; a burst of the newest ones is
 still queued), `token_lifetime` (seconds, default 3600), `requests_per_second` (default
-25, a development store), `misreport_total`, plus the shared `rate_limits`, `frozen`,
+25, a development store), `misreport_total`, `new_jobs_per_minute` (jobs that appear
+on the clock, types in turn, a fifth failing) with `new_job_seconds` ([shortest,
+longest] run time, default 30 to 300), plus the shared `rate_limits`, `frozen`,
 `start`. Controls: `create_jobs` {type, count, outcome (success|failed|cancelled),
 duration (seconds), errors [messages]} -> {"ids"}; `revoke` (the secret is refused and
 every token dies); `rotate_secret` -> {"credentials"}; `set_token_lifetime` {seconds};
@@ -48,6 +50,7 @@ from providers.sandbox.core import (
     SandboxRequest,
     SandboxResponse,
     iso,
+    status_changes,
 )
 
 JOB_TYPES = (
@@ -63,6 +66,8 @@ MAX_PAGE_LIMIT = 100
 MAX_OFFSET = 10_000
 DEFAULT_TOKEN_LIFETIME = 3600
 DEFAULT_REQUESTS_PER_SECOND = 25  # a development store (rate-limits guide, 2024)
+DEFAULT_NEW_JOB_SECONDS = (30.0, 300.0)
+NEW_JOB_FAILED_SHARE = 0.2
 FILE_HOST = "https://pxm-exports.sandbox.invalid"
 MASK = "[redacted]"  # what the request log shows instead of a secret
 
@@ -143,6 +148,23 @@ class PimJob:
             "meta": meta,
         }
 
+    def status_at(self, ms: float) -> str:
+        return str(self.view(int(ms))["attributes"]["status"])
+
+    def schedule(self) -> dict[str, Any]:
+        """Its `/_sandbox/timeline` entry (seconds): status changes; no counts to grow."""
+        moments = [self.cancel_ms]
+        if self.start_ms is not None:
+            moments += [self.start_ms, self.start_ms + self.duration_ms]
+        changes = status_changes(self.status_at, self.created_ms, moments)
+        return {
+            "kind": self.type,
+            "id": self.id,
+            "created": self.created_ms / 1000,
+            "statuses": [[ms / 1000, status] for ms, status in changes],
+            "progress": None,
+        }
+
     def visible_errors(self, now_ms: int) -> list[dict[str, str]]:
         """Errors show once the job has failed, never before."""
         if self.start_ms is None or self.outcome != "failed":
@@ -176,9 +198,40 @@ class ElasticPathAccount(SandboxAccount):
         self.by_id: dict[str, PimJob] = {}
         self.rng = random.Random(f"elasticpath:{options.get('seed', 1)}")
         self._seq = 0
+        # Jobs that appear on the clock: one every 60 / new_jobs_per_minute seconds, each
+        # running a duration drawn from new_job_seconds ([shortest, longest]).
+        self.new_per_minute = float(options.get("new_jobs_per_minute") or 0)
+        low, high = options.get("new_job_seconds") or DEFAULT_NEW_JOB_SECONDS
+        if not 0 < float(low) <= float(high):
+            raise ValueError("new_job_seconds is [shortest, longest] with 0 < shortest")
+        self.new_job_ms = (int(float(low) * 1000), int(float(high) * 1000))
+        self.new_rng = random.Random(f"elasticpath:{options.get('seed', 1)}:new")
+        self.origin_ms = self.now_ms()
+        self.new_made = 0
 
     def now_ms(self) -> int:
         return int(self.clock.now() * 1000)
+
+    def materialize(self, now_ms: int) -> None:
+        """Create the jobs `new_jobs_per_minute` says appeared up to `now_ms`, in order,
+        types in turn, a fifth of them failing: the same jobs for the same seed."""
+        if self.new_per_minute <= 0:
+            return
+        interval = 60_000 / self.new_per_minute
+        made = self.new_made
+        while self.origin_ms + (self.new_made + 1) * interval <= now_ms:
+            rng = self.new_rng
+            outcome = "failed" if rng.random() < NEW_JOB_FAILED_SHARE else "success"
+            self.add_job(
+                JOB_TYPES[self.new_made % len(JOB_TYPES)],
+                int(self.origin_ms + (self.new_made + 1) * interval),
+                rng.randint(*self.new_job_ms),
+                outcome,
+                rng=rng,
+            )
+            self.new_made += 1
+        if self.new_made != made:
+            self.schedule()
 
     # -- the queue ------------------------------------------------------------------------
     def schedule(self) -> None:
@@ -203,8 +256,9 @@ class ElasticPathAccount(SandboxAccount):
         *,
         cancelled: bool = False,
         errors: list[str] | None = None,
+        rng: random.Random | None = None,
     ) -> PimJob:
-        rng = self.rng
+        rng = rng or self.rng
         self._seq += 1
         meta: dict[str, Any] = {"x_request_id": str(uuid.UUID(int=rng.getrandbits(128), version=4))}
         files: list[str] = []
@@ -322,6 +376,7 @@ class ElasticPathSandbox(ProviderSandbox):
     def state(self, account: SandboxAccount) -> dict[str, Any]:
         assert isinstance(account, ElasticPathAccount)
         now = account.now_ms()
+        account.materialize(now)
         jobs = []
         for job in account.jobs:
             view = job.view(now)
@@ -350,10 +405,16 @@ class ElasticPathSandbox(ProviderSandbox):
             "jobs": jobs,
         }
 
+    def timeline(self, account: SandboxAccount) -> list[dict[str, Any]]:
+        assert isinstance(account, ElasticPathAccount)
+        account.materialize(account.now_ms())
+        return [job.schedule() for job in account.jobs]
+
     def control(
         self, account: SandboxAccount, action: str, payload: Mapping[str, Any]
     ) -> dict[str, Any]:
         assert isinstance(account, ElasticPathAccount)
+        account.materialize(account.now_ms())
         if action == "create_jobs":
             job_type = str(payload.get("type") or "product-import")
             count = int(payload.get("count", 1))
@@ -477,6 +538,7 @@ class ElasticPathSandbox(ProviderSandbox):
         if parts[:2] != ["pcm", "jobs"] or len(parts) > 4:
             return error(404, "Not Found", f"no route for {request.path}", str_status=True)
         now = account.now_ms()
+        account.materialize(now)
         if len(parts) == 2 and request.method == "GET":
             return self.list_jobs(account, request, now)
         job = account.by_id.get(parts[2]) if len(parts) > 2 else None

@@ -24,6 +24,10 @@ What it reproduces, and why each matters to the sync:
   `resource_not_found`, 429 `too_many_requests` with `Retry-After` in seconds (a
   per-second and a burst window on real time, and the 200-batch / 500,000-object
   in-progress ceiling), 500 `server_error` on demand (`fail_next`).
+
+Batches appear only when a client creates them: by the POST above, or by the
+`create_jobs` control {kind, count, size, failed, processing_seconds} the demo and the
+freshness bench use, which then track their ids as a client records them.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from providers.sandbox.core import (
     SandboxResponse,
     iso,
     retry_after_header,
+    status_changes,
 )
 
 KIND_NAMES = {"events": "events-batch-import", "users": "users-batch-import"}
@@ -126,6 +131,17 @@ class BatchJob:
         if not self.done(now_ms):
             return 0, 0
         return len(self.requests) - len(self.failures), len(self.failures)
+
+    def schedule(self) -> dict[str, Any]:
+        """Its `/_sandbox/timeline` entry (seconds): the counts show only at the end."""
+        changes = status_changes(lambda ms: self.status(int(ms)), self.created_ms, [self.finish_ms])
+        return {
+            "kind": KIND_NAMES[self.kind],
+            "id": self.id,
+            "created": self.created_ms / 1000,
+            "statuses": [[ms / 1000, status] for ms, status in changes],
+            "progress": None,
+        }
 
     def metadata(self, now_ms: int) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -497,6 +513,10 @@ class FullstorySandbox(ProviderSandbox):
             "jobs": jobs,
         }
 
+    def timeline(self, account: SandboxAccount) -> list[dict[str, Any]]:
+        assert isinstance(account, FullstoryAccount)
+        return [job.schedule() for job in account.jobs]
+
     def control(
         self, account: SandboxAccount, action: str, payload: Mapping[str, Any]
     ) -> dict[str, Any]:
@@ -524,12 +544,20 @@ class FullstorySandbox(ProviderSandbox):
             failed = int(payload.get("failed", 0))
             if not 0 <= failed <= size or size < 1:
                 raise ValueError("need 1 <= size and 0 <= failed <= size")
+            seconds = payload.get("processing_seconds")
+            if seconds is not None and float(seconds) < 0:
+                raise ValueError("processing_seconds must be >= 0")
             now = account.now_ms()
             ids = []
             for _ in range(count):
                 requests = [sample_object(kind, account.rng, now) for _ in range(size)]
                 job = account.add_job(
-                    kind, requests, None, now, fail_indexes=set(range(size - failed, size))
+                    kind,
+                    requests,
+                    None,
+                    now,
+                    fail_indexes=set(range(size - failed, size)),
+                    processing_ms=None if seconds is None else int(float(seconds) * 1000),
                 )
                 ids.append(job.id)
             return {"kind": KIND_NAMES[kind], "ids": ids}

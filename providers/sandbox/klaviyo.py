@@ -25,6 +25,11 @@ Lists are built without scanning the account: each kind keeps its jobs sorted by
 creation time, a cursor encodes an index into that list, and a job's status is computed
 from its schedule and the clock only when it is rendered. 100,000 jobs take about a
 second to create.
+
+Account options beside the shared ones: `seed`, `jobs_per_kind`, `retention_days`, and
+`new_jobs_per_minute`: jobs that keep appearing on the clock, kinds in turn, each queued
+for a time drawn from `new_job_queued_seconds` and processing for one drawn from
+`new_job_processing_seconds` ([shortest, longest]; default 5 to 120 and 30 to 1,200).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from providers.sandbox.core import (
     SandboxResponse,
     iso,
     retry_after_header,
+    status_changes,
 )
 
 JSONAPI = "application/vnd.api+json"
@@ -373,6 +379,27 @@ class Job:
             "errors": failed if status == COMPLETE else 0,
         }
 
+    def schedule(self) -> dict[str, Any]:
+        """Its `/_sandbox/timeline` entry: status changes and the completed_count's growth."""
+        progress = None
+        if self.started < self.done and (self.cancel_at is None or self.cancel_at > self.started):
+            progress = {
+                "field": "completed_count",
+                "start": self.started,
+                "end": self.done,
+                "final": self.succeeded_ops(),
+                "until": self.ended,
+            }
+        return {
+            "kind": self.kind.name,
+            "id": self.id,
+            "created": self.created,
+            "statuses": status_changes(
+                self.status, self.created, (self.started, self.done, self.cancel_at)
+            ),
+            "progress": progress,
+        }
+
     def error_count(self, now: float) -> int:
         """How many error records the API lists for this job now."""
         if self.kind.family == "suppression" or self.status(now) != COMPLETE:
@@ -465,6 +492,11 @@ class KlaviyoAccount(SandboxAccount):
         self.new_rng = random.Random(f"klaviyo:{self.seed}:new")
         self.retention = float(options.get("retention_days", DEFAULT_RETENTION_DAYS)) * DAY
         self.new_per_minute = float(options.get("new_jobs_per_minute", 0) or 0)
+        # How long each of those waits queued and then processes: (shortest, longest) s.
+        self.new_queued = seconds_range(options.get("new_job_queued_seconds"), (5, 2 * MINUTE))
+        self.new_processing = seconds_range(
+            options.get("new_job_processing_seconds"), (30, 20 * MINUTE)
+        )
         self.stores: dict[str, KindStore] = {name: KindStore(s) for name, s in KIND_SPECS.items()}
         self.origin = self.clock.now()
         self.new_made = 0
@@ -504,8 +536,8 @@ class KlaviyoAccount(SandboxAccount):
                     rng,
                     spec,
                     created,
-                    queued_for=rng.uniform(5, 2 * MINUTE),
-                    processing_for=rng.uniform(30, 20 * MINUTE),
+                    queued_for=rng.uniform(*self.new_queued),
+                    processing_for=rng.uniform(*self.new_processing),
                     total=total,
                     outcome=outcome,
                 )
@@ -527,6 +559,16 @@ class KlaviyoAccount(SandboxAccount):
             used += 1
             self.usage[key] = (index, used)
         return max(0, limit - used), max(1, math.ceil((index + 1) * seconds - now))
+
+
+def seconds_range(value: Any, default: tuple[float, float]) -> tuple[float, float]:
+    """An option given as [shortest, longest] seconds (or one number), else `default`."""
+    if value is None:
+        return default
+    low, high = (value, value) if isinstance(value, int | float) else value
+    if not 0 <= float(low) <= float(high):
+        raise ValueError(f"a range of seconds is [shortest, longest] with 0 <= shortest: {value}")
+    return float(low), float(high)
 
 
 def make_id(rng: random.Random) -> str:
@@ -913,6 +955,12 @@ class KlaviyoSandbox(ProviderSandbox):
                 }
             )
         return {"provider": "klaviyo", "now": iso(now), "jobs": jobs}
+
+    def timeline(self, account: SandboxAccount) -> list[dict[str, Any]]:
+        assert isinstance(account, KlaviyoAccount)
+        now = account.clock.now()
+        account.materialize(now)
+        return [job.schedule() for job in account.visible_jobs(now)]
 
     def control(
         self, account: SandboxAccount, action: str, payload: Mapping[str, Any]

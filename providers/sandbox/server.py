@@ -7,8 +7,9 @@ the test controls:
 - `POST /_sandbox/accounts`                    {"provider", "seed", "jobs_per_kind", ...}
 - `GET  /_sandbox/accounts`                    every account with its credentials
 - `GET  /_sandbox/state?account=ID`            the account's true state
+- `GET  /_sandbox/timeline?account=ID`         every job's schedule on the account clock
 - `GET  /_sandbox/requests?account=ID&since=N` the request log (bodies included)
-- `GET  /_sandbox/stats`                       request and rate-limit violation counts
+- `GET  /_sandbox/stats`                       request, 429 and rate-limit violation counts
 - `POST /_sandbox/accounts/ID/clock`           {"freeze": bool, "advance": seconds}
 - `POST /_sandbox/accounts/ID/<action>`        provider-specific controls
 """
@@ -59,6 +60,9 @@ class SandboxApp:
         self.log = RequestLog(log_size)
         self.log_bodies = log_bodies
         self.requests_served = 0
+        # Per account: API requests answered and how many of them were 429s (any cause).
+        self.account_requests: dict[str, int] = {}
+        self.account_throttled: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def account(self, account_id: str) -> tuple[ProviderSandbox, SandboxAccount]:
@@ -164,6 +168,13 @@ class SandboxApp:
             "content_type": response.content_type,
             "response_headers": dict(response.headers),
         }
+        if account is not None:
+            with self._lock:
+                self.account_requests[account.id] = self.account_requests.get(account.id, 0) + 1
+                if response.status == 429:
+                    self.account_throttled[account.id] = (
+                        self.account_throttled.get(account.id, 0) + 1
+                    )
         if self.log_bodies:
             entry["body"] = request.body.decode("utf-8", "replace")
             entry["response_body"] = response.body.decode("utf-8", "replace")
@@ -197,6 +208,15 @@ class SandboxApp:
                 sandbox, account = self.account(query["account"])
                 with account.lock:
                     return SandboxResponse.json(200, sandbox.state(account))
+            if parts == ["timeline"]:
+                sandbox, account = self.account(query["account"])
+                with account.lock:
+                    jobs = sandbox.timeline(account)
+                    now = account.clock.now()
+                return SandboxResponse.json(
+                    200,
+                    {"account": account.id, "provider": sandbox.prefix, "now": now, "jobs": jobs},
+                )
             if parts == ["requests"]:
                 entries = self.log.entries(query.get("account"), int(query.get("since", 0)))
                 return SandboxResponse.json(200, {"entries": entries})
@@ -206,6 +226,8 @@ class SandboxApp:
                         "rate_limit_violations": self.limiter.violations_by_account.get(
                             account.id, 0
                         ),
+                        "requests": self.account_requests.get(account.id, 0),
+                        "throttled": self.account_throttled.get(account.id, 0),
                         "faults": account.faults.describe() if account.faults else None,
                     }
                     for sandbox in self.sandboxes.values()
