@@ -86,7 +86,7 @@ def test_admin_credential_change_records_who_where_and_the_field_name_only() -> 
         "team": account.team_id or "",
         "base_url": "",
         "enabled": "on",
-        "sync_interval_minutes": "5",
+        "sync_interval_minutes": str(account.sync_interval_minutes),
         "rate_limits": "{}",
         "credential__elasticpath__client_id": "",
         "credential__elasticpath__client_secret": NEW_SECRET,
