@@ -141,8 +141,11 @@ def dispatch_once(now: datetime | None = None) -> int:
         "pk", "next_sync_at"
     ):
         claim = now + timedelta(seconds=settings.JOBCENTER_LEASE_SECONDS)
+        # The sweep refreshes every job: no hot pass beside it (it would race the sweep
+        # for the lease and have it skipped), the next one a hot interval on.
+        hot_next = now + timedelta(seconds=settings.JOBCENTER_HOT_SECONDS)
         if ProviderAccount.objects.filter(pk=account_id, next_sync_at=next_sync_at).update(
-            next_sync_at=claim
+            next_sync_at=claim, hot_next_at=hot_next
         ):
             enqueue_sync(account_id, SyncTrigger.SCHEDULE)
             queued += 1

@@ -85,6 +85,10 @@ class HotBudget:
         self.left[tier] -= calls
         return True
 
+    def give_back(self, kind_or_listing: str) -> None:
+        """Return one request taken ahead that was never made (the listing had ended)."""
+        self.left[self.tier_of(kind_or_listing)] += 1
+
 
 class HotPass:
     """One hot pass over one account's unfinished jobs."""
@@ -147,23 +151,33 @@ class HotPass:
         assert self.provider is not None
         freshness = self.provider.listing_freshness(listing)
         calls = freshness.status_filter_calls
-        if calls and calls <= len(jobs) and budget.take(listing, calls):
-            pages = self.provider.iter_unfinished(listing)
+        filtered = bool(calls) and calls <= len(jobs) and budget.take(listing, calls)
+        if filtered:
+            pages, paid = self.provider.iter_unfinished(listing), calls
         elif freshness.newest_first and budget.take(listing):
-            pages = self.provider.iter_pages(listing)
+            pages, paid = self.provider.iter_pages(listing), 1
         else:
             return jobs
         records: list[JobRecord] = []
+        taken_ahead = False
         try:
-            for number, page in enumerate(pages):
-                if number and not (freshness.status_filter_calls and budget.take(listing)):
-                    break  # the first page of a newest-first listing, or out of budget
+            # The iterator makes a page's request when asked for the page: each request
+            # past those paid for takes its share before it is made (a newest-first
+            # listing stops after its first page), and is given back if none follows.
+            for number, page in enumerate(pages, start=1):
+                taken_ahead = False
                 records += page.records
+                if number >= paid:
+                    if not (filtered and budget.take(listing)):
+                        break
+                    taken_ahead = True
         except (AuthError, RateLimited):
             raise
         except ProviderError as exc:
             self.book.note_problem(f"{listing}: {exc}")
             return jobs
+        if taken_ahead:
+            budget.give_back(listing)
         seen = {(r.kind, r.external_id) for r in records}
         with transaction.atomic():
             self.pages.apply_records(records)
