@@ -490,6 +490,12 @@ JOBCENTER_STUCK_MINUTES: dict[str, int] = {
     "*": 120,
     **json.loads(os.environ.get("JOBCENTER_STUCK_MINUTES") or "{}"),
 }
+# Live pages (jobcenter.admin.live): the job page, the job and account lists and the
+# dashboard ask every this many seconds whether what they show changed, and update in
+# place when it did. 0 turns live updates off (no marker, no polling, no endpoints).
+JOBCENTER_LIVE_SECONDS = env_int("JOBCENTER_LIVE_SECONDS", 2)
+if JOBCENTER_LIVE_SECONDS < 0:
+    raise ImproperlyConfigured("JOBCENTER_LIVE_SECONDS is >= 0 (0 turns live updates off).")
 
 # --- Email and alerts (jobcenter.alerts) --------------------------------------------------
 # Email goes through Django's backend: the console in development, SMTP from the

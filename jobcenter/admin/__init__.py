@@ -9,7 +9,7 @@ what runs code kept for superusers), `teams` (teams and their members),
 grants power kept for superusers). Beside them:
 `common` (site titles, time columns, the capped paginator, the team scoping of every
 area), `filters`, `forms`, `exports` (the export mixin), `display` and `charts` (how
-values and the dashboard look). The dashboard at the admin index is
+values and the dashboard look), `live` (the live pages' version endpoints). The dashboard at the admin index is
 `templates/admin/index.html` over `jobcenter.queries.dashboard`.
 
 Nothing else belongs here: a name bound in this module would be shadowed by the

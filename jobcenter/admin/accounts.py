@@ -24,6 +24,7 @@ from jobcenter.admin import display
 from jobcenter.admin.common import TeamScopedAdmin, ago_column, time_column
 from jobcenter.admin.filters import ProviderFilter
 from jobcenter.admin.forms import ProviderAccountForm
+from jobcenter.admin.live import LiveAdminMixin
 from jobcenter.models import ProviderAccount, SyncRun, SyncTrigger
 from jobcenter.tasks import enqueue_sync
 
@@ -41,8 +42,10 @@ SYNC_HEALTH = [
 
 
 @admin.register(ProviderAccount)
-class ProviderAccountAdmin(TeamScopedAdmin):
+class ProviderAccountAdmin(LiveAdminMixin, TeamScopedAdmin):
     form = ProviderAccountForm
+    change_list_template = "admin/jobcenter/live_change_list.html"
+    live_list = "accounts"  # the list is live (jobcenter.admin.live)
     change_form_template = "admin/jobcenter/provideraccount/change_form.html"
     list_display = [
         "name",

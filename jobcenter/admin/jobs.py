@@ -24,7 +24,7 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from jobcenter.admin import display
+from jobcenter.admin import display, live
 from jobcenter.admin.common import RecordAdmin, ago_column, time_column
 from jobcenter.admin.exports import ExportAdminMixin
 from jobcenter.admin.filters import (
@@ -110,8 +110,12 @@ JOB_FIELDSETS = [
 
 
 @admin.register(Job)
-class JobAdmin(ExportAdminMixin, RecordAdmin):
+class JobAdmin(live.LiveAdminMixin, ExportAdminMixin, RecordAdmin):
     export_name = "jobs"
+    # Live pages (jobcenter.admin.live): the list follows the newest change of the
+    # staff member's jobs; a job's page, the fields a sync changes on its row.
+    live_list = "jobs"
+    live_fields = live.JOB_FIELDS
     change_form_template = "admin/jobcenter/job/change_form.html"
     list_display = [
         "external_id",
@@ -269,6 +273,7 @@ class JobAdmin(ExportAdminMixin, RecordAdmin):
                 "snapshots_url": reverse("admin:jobcenter_jobsnapshot_changelist")
                 + f"?job__id__exact={job.pk}",
                 "title": "Job",
+                "live": self.live_object_marker(job),
                 "can_refresh": self.has_change_permission(request, job),
                 # The history is snapshots: their view permission, not the job's.
                 "can_export_history": can_export(request.user, EXPORTS["snapshots"]),
@@ -297,6 +302,12 @@ class JobAdmin(ExportAdminMixin, RecordAdmin):
                 name="jobcenter_job_history_csv",
             ),
             path("<int:pk>/refresh/", wrap(self.refresh_view), name="jobcenter_job_refresh"),
+            # The dashboard's version endpoint: its figures are the jobs'.
+            path(
+                "live/dashboard/",
+                wrap(live.live_view(live.dashboard_view)),
+                name="jobcenter_dashboard_live",
+            ),
             *super().get_urls(),
         ]
 

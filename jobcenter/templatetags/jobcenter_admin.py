@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from django import template
+from django.urls import reverse
 from django.utils.safestring import SafeString
 
-from jobcenter.admin import charts, display
+from jobcenter.admin import charts, display, live
 from jobcenter.models import Job
 from jobcenter.queries.dashboard import build_dashboard
 from jobcenter.queries.scoping import NO_TEAM_MESSAGE, has_team
@@ -58,6 +59,8 @@ def jobcenter_dashboard(context: dict[str, Any]) -> dict[str, Any]:
         return {"dashboard": None, "no_team": NO_TEAM_MESSAGE}
     if not request.user.has_perm(f"{Job._meta.app_label}.view_job"):
         return {"dashboard": None}
+    # Before the figures are read: the render time the first poll compares with.
+    marker = live.marker(reverse("admin:jobcenter_dashboard_live"))
     dashboard = build_dashboard(request.user)
     rows = dashboard.status_rows
     # The statuses staff always look for, and any other that some provider has.
@@ -76,4 +79,5 @@ def jobcenter_dashboard(context: dict[str, Any]) -> dict[str, Any]:
             for row in rows
         ],
         "request": request,
+        "live": marker,
     }
