@@ -169,7 +169,7 @@ def test_add_account_command_records_the_command_and_its_host(monkeypatch: Any) 
     assert record.changes["credentials.client_id"] == "changed"
     assert record.changes["credentials.client_secret"] == "changed"
     assert record.changes["name"] == {"new": "EP by command"}
-    assert record.changes["sync_interval_minutes"] == {"new": 5}
+    assert record.changes["sync_interval_minutes"] == {"new": account.sync_interval_minutes}
     assert NEW_SECRET not in stored_text() and CLIENT_ID not in stored_text()
 
 
