@@ -17,6 +17,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -123,6 +124,7 @@ class Command(AuditedCommand):
                 self.sync(account)
             deliver_pending_now()  # the cluster is not up yet: print the first alerts here
             self.start_cluster(children, accounts)
+            self.wait_for_web_server(children, options["port"])
             self.stdout.write(
                 self.style.SUCCESS(
                     f"\nJob Center is up: http://127.0.0.1:{options['port']}/admin/\n"
@@ -135,6 +137,19 @@ class Command(AuditedCommand):
             self.stdout.write("\nstopping")
         finally:
             children.stop()
+
+    @staticmethod
+    def wait_for_web_server(children: Children, port: int, seconds: float = 60) -> None:
+        """Say the demo is up only once its web server answers: the first syncs can end
+        before `runserver` has bound its port."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if children.exited() is not None:
+                return  # watch() reports which child stopped, and why
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                return
+            time.sleep(0.1)
+        raise CommandError(f"the web server did not answer on port {port}")
 
     @staticmethod
     def manage(*args: str) -> list[str]:
