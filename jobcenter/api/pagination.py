@@ -22,7 +22,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
@@ -113,9 +113,12 @@ class KeysetPagination(BasePagination):
         segments, key, backwards = page_queryset(queryset, cursor)
         rows: list[Any] = []
         for segment in segments:
-            rows += segment[: size + 1 - len(rows)]
             if len(rows) > size:
                 break
+            # A whole page and one row of each segment read, not just what the page
+            # lacks: these are the rows `fingerprint_rows` reads in one query.
+            rows += segment[: size + 1]
+        self.read = list(rows)  # what the ETag is taken from (jobcenter.api.conditional)
         more = len(rows) > size
         rows = rows[:size]
         if backwards:
@@ -126,6 +129,33 @@ class KeysetPagination(BasePagination):
         self.has_next = (more and not backwards) or (backwards and bool(cursor))
         self.has_previous = (more and backwards) or (not backwards and bool(cursor))
         return rows
+
+    def fingerprint_rows(
+        self, queryset: QuerySet, request: Request, columns: list[str]
+    ) -> list[tuple[Any, ...]]:
+        """The rows `paginate_queryset` would read, as tuples of `columns`, in one query.
+
+        One segment (most pages) is its range query with narrow columns. Two segments
+        (the page where rows without a value in a nullable leading column begin) are
+        read together: each segment's first page and one row, by id; the second's are
+        dropped when the first filled the page, as `paginate_queryset` never reads them
+        then. `columns` must hold the ordering key.
+        """
+        size = self.page_size(request)
+        cursor = request.query_params.get(self.cursor_query_param) or None
+        segments, key, backwards = page_queryset(queryset, cursor)
+        limit = size + 1
+        if len(segments) == 1:
+            return list(segments[0].values_list(*columns)[:limit])
+        first, second = segments  # segments_after: rows with and without a leading value
+        both = Q(pk__in=first.values("pk")[:limit]) | Q(pk__in=second.values("pk")[:limit])
+        rows = list(queryset.filter(both).order_by().values_list(*columns))
+        lead = columns.index(key[0].name)
+        # segments_after reads the rows without a value first when NULLs come first in
+        # this direction.
+        first_without = key[0].nulls_first != backwards
+        firsts = [row for row in rows if (row[lead] is None) == first_without]
+        return firsts if len(firsts) == limit else rows
 
     def page_size(self, request: Request) -> int:
         raw = request.query_params.get(self.page_size_query_param)

@@ -1,11 +1,12 @@
 """API views: thin classes over the FilterSets, the serializers and the services.
 
 Filtering is in `jobcenter.queries.filters` (shared with exports), paging in
-`pagination.py`, account checks in `jobcenter.accounts`, tracking in
-`jobcenter.sync.tracking`, syncing in `jobcenter.tasks`. Views pick the queryset, the
-permission and the status code. Every queryset is narrowed to the caller's teams by
-`jobcenter.queries.scoping.scoped` (`TeamScoped`): another team's object is a 404, its
-rows are absent from lists and exports.
+`pagination.py`, ETags and 304s of lists and details in `conditional.py`, account
+checks in `jobcenter.accounts`, tracking in `jobcenter.sync.tracking`, syncing in
+`jobcenter.tasks`. Views pick the queryset, the permission and the status code. Every
+queryset is narrowed to the caller's teams by `jobcenter.queries.scoping.scoped`
+(`TeamScoped`): another team's object is a 404, its rows are absent from lists and
+exports.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import F, OuterRef, QuerySet, Subquery
-from django.http import HttpRequest, JsonResponse
+from django.db.models import Count, F, Max, OuterRef, QuerySet, Subquery
+from django.http import Http404, HttpRequest, JsonResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -25,7 +26,6 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.generics import get_object_or_404
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import IsAdminUser
 from rest_framework.renderers import JSONRenderer
@@ -35,6 +35,7 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from jobcenter.accounts import check_connection
 from jobcenter.api import serializers
+from jobcenter.api.conditional import ConditionalGet
 from jobcenter.api.permissions import CanExport, ModelPermissions
 from jobcenter.exports.specs import EXPORTS, ExportSpec
 from jobcenter.exports.stream import CONTENT_TYPES, streaming_response
@@ -49,6 +50,11 @@ from jobcenter.tasks import enqueue_sync
 LOOKUP_REGEX = r"[^/]+"
 TRACK_SCOPE = "jobcenter-track"
 SYNC_SCOPE = "jobcenter-sync"
+# Large JSON a fingerprint need not read (jobcenter.api.conditional): a snapshot's
+# payload is written once, with its digest; an error record is never edited (replaced
+# records are new rows, with a new `fetched_at`).
+SNAPSHOT_COVERED: dict[str, tuple[str, ...]] = {"payload": ("digest",)}
+ERROR_COVERED: dict[str, tuple[str, ...]] = {"raw": ("id", "fetched_at")}
 
 
 class TeamScoped:
@@ -87,6 +93,26 @@ def jobs_with_account_name() -> QuerySet[Job]:
     return Job.objects.annotate(account_name=Subquery(name))
 
 
+def with_embedded_marks(jobs: QuerySet[Job]) -> QuerySet[Job]:
+    """Jobs with the count, the greatest id and the latest time of their snapshots and of
+    their error records, in the job's own row: the detail embeds some of each, and its
+    ETag must move when they do (rows are only added and deleted, never edited; a
+    replaced error record is a new row with a new `fetched_at`)."""
+
+    def mark(model: type[JobSnapshot] | type[JobError], aggregate: Any) -> Subquery:
+        rows = model.objects.filter(job_id=OuterRef("pk")).order_by().values("job_id")
+        return Subquery(rows.annotate(mark=aggregate).values("mark"))
+
+    return jobs.annotate(
+        snapshots_count=mark(JobSnapshot, Count("pk")),
+        snapshots_last_id=mark(JobSnapshot, Max("pk")),
+        snapshots_last_observed=mark(JobSnapshot, Max("observed_at")),
+        errors_count=mark(JobError, Count("pk")),
+        errors_last_id=mark(JobError, Max("pk")),
+        errors_last_fetched=mark(JobError, Max("fetched_at")),
+    )
+
+
 @extend_schema_view(
     list=extend_schema(summary="List jobs", description="Filter, search and order jobs."),
     retrieve=extend_schema(
@@ -94,10 +120,14 @@ def jobs_with_account_name() -> QuerySet[Job]:
         description="With its raw payload, its latest snapshots and its first error records.",
     ),
 )
-class JobViewSet(TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
+class JobViewSet(ConditionalGet, TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
     """Jobs of every provider, as last synced."""
 
     lookup_value_regex = LOOKUP_REGEX
+    etag_covered: ClassVar[dict[str, tuple[str, ...]]] = {
+        "snapshots": ("snapshots_count", "snapshots_last_id", "snapshots_last_observed"),
+        "errors": ("errors_count", "errors_last_id", "errors_last_fetched"),
+    }
 
     filterset_class = filters.JobFilter
     throttle_scope: str | None = None  # set per action (track)
@@ -105,6 +135,8 @@ class JobViewSet(TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
 
     def rows(self) -> QuerySet[Job]:
         queryset = jobs_with_account_name()
+        if self.action == "retrieve":
+            return with_embedded_marks(queryset)
         return queryset.defer("payload") if self.action == "list" else queryset
 
     def get_serializer_class(self) -> type:
@@ -143,17 +175,34 @@ class JobViewSet(TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
         )
 
 
-class JobRowsView(generics.ListAPIView):
-    """Rows that belong to one job: 404 when the job does not exist or is another team's."""
+class JobRowsView(ConditionalGet, generics.ListAPIView):
+    """Rows that belong to one job: 404 when the job does not exist or is another team's.
+
+    The rows are read through the job's id and scope without looking the job up first;
+    only a page with no rows asks whether the job is there (`empty_page`). So a page,
+    and its fingerprint for a 304, is one query.
+    """
 
     permission_model: ClassVar[type[JobSnapshot] | type[JobError]]
+
+    def job(self) -> QuerySet[Job]:
+        """The job of the URL among the caller's (no query); 404 for an id that is no id."""
+        try:
+            job_id = Job._meta.pk.to_python(self.kwargs["job_id"])
+        except DjangoValidationError:
+            raise Http404 from None
+        return scoped(Job.objects.filter(pk=job_id), self.request.user)
 
     def get_queryset(self) -> QuerySet:
         if getattr(self, "swagger_fake_view", False):  # schema generation: no job id
             return self.permission_model.objects.none()
-        jobs = scoped(Job.objects.only("pk"), self.request.user)
-        job = get_object_or_404(jobs, pk=self.kwargs["job_id"])
-        return self.permission_model.objects.filter(job=job)
+        return self.permission_model.objects.filter(job__in=self.job().values("pk"))
+
+    def empty_page(self) -> None:
+        if not getattr(self, "job_found", False):
+            if not self.job().exists():
+                raise Http404
+            self.job_found = True
 
 
 JOB_ID = OpenApiParameter("job_id", int, OpenApiParameter.PATH, description="The job's id.")
@@ -167,6 +216,7 @@ class JobSnapshotsView(JobRowsView):
 
     permission_model = JobSnapshot
     serializer_class = serializers.JobSnapshotSerializer
+    etag_covered = SNAPSHOT_COVERED
     filterset_class = filters.SnapshotFilter
 
 
@@ -176,6 +226,7 @@ class JobErrorsView(JobRowsView):
 
     permission_model = JobError
     serializer_class = serializers.JobErrorSerializer
+    etag_covered = ERROR_COVERED
     filterset_class = filters.ErrorFilter
 
 
@@ -183,10 +234,11 @@ class JobErrorsView(JobRowsView):
     list=extend_schema(summary="List snapshots", description="All jobs' history."),
     retrieve=extend_schema(summary="One snapshot"),
 )
-class SnapshotViewSet(TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
+class SnapshotViewSet(ConditionalGet, TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
     """Every observed change of every job."""
 
     lookup_value_regex = LOOKUP_REGEX
+    etag_covered = SNAPSHOT_COVERED
 
     queryset = JobSnapshot.objects.all()
     serializer_class = serializers.JobSnapshotSerializer
@@ -197,10 +249,11 @@ class SnapshotViewSet(TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSe
     list=extend_schema(summary="List error records"),
     retrieve=extend_schema(summary="One error record"),
 )
-class ErrorViewSet(TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
+class ErrorViewSet(ConditionalGet, TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
     """Per-record errors the providers reported for failed jobs."""
 
     lookup_value_regex = LOOKUP_REGEX
+    etag_covered = ERROR_COVERED
 
     queryset = JobError.objects.all()
     serializer_class = serializers.JobErrorSerializer
@@ -211,10 +264,13 @@ class ErrorViewSet(TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
     list=extend_schema(summary="List sync runs"),
     retrieve=extend_schema(summary="One sync run"),
 )
-class SyncRunViewSet(TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
+class SyncRunViewSet(ConditionalGet, TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet):
     """One row per sync of one account: what it did and how it ended."""
 
     lookup_value_regex = LOOKUP_REGEX
+    etag_covered: ClassVar[dict[str, tuple[str, ...]]] = {
+        "duration_seconds": ("started_at", "finished_at")
+    }
 
     queryset = SyncRun.objects.annotate(account_name=F("account__name"))
     serializer_class = serializers.SyncRunSerializer
@@ -231,6 +287,7 @@ class SyncRunViewSet(TeamScoped, ListFilteredOnly, viewsets.ReadOnlyModelViewSet
     ),
 )
 class AccountViewSet(
+    ConditionalGet,
     TeamScoped,
     ListFilteredOnly,
     mixins.ListModelMixin,
@@ -242,6 +299,7 @@ class AccountViewSet(
     """Provider accounts. Credentials are write-only; responses show a hint only."""
 
     lookup_value_regex = LOOKUP_REGEX
+    etag_covered: ClassVar[dict[str, tuple[str, ...]]] = {"provider_label": ("provider",)}
 
     queryset = ProviderAccount.objects.all()
     serializer_class = serializers.AccountSerializer
