@@ -225,7 +225,7 @@ def test_a_gone_job_back_unchanged_loses_its_mark_without_a_history_row(sandbox)
     back = {job.external_id: job for job in jobs}
     assert all(job.gone_at is None and job.gone_reason == "" for job in back.values())
     assert back["job-1"].last_seen_at > then
-    assert back["job-1"].last_changed_at < then  # seen again, not changed
+    assert back["job-1"].last_changed_at > then  # seen again: a change to follow (changed_after)
     assert back["job-3"].status == Status.RUNNING.value and not back["job-3"].is_terminal
     history = {
         external_id: list(

@@ -162,7 +162,8 @@ class ErrorFetcher:
         for job, rows in batch:
             job.errors_fetched_at = now
             job.error_count = len(rows)
+            job.last_changed_at = now  # new error records are a change to follow
         with transaction.atomic():
             replace_errors([(job.pk, rows) for job, rows in batch], now, self.book.totals)
-            Job.objects.bulk_update(jobs, ["errors_fetched_at", "error_count"])
+            Job.objects.bulk_update(jobs, ["errors_fetched_at", "error_count", "last_changed_at"])
             self.save_progress()

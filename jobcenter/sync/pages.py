@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connections
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from jobcenter.models import Job, JobSnapshot, ProviderAccount
@@ -195,7 +196,20 @@ class PageWriter:
         if unchanged_ids:
             # A gone job back unchanged just loses the mark, in the same UPDATE: a page
             # costs the queries it did.
-            unmark = {"gone_at": None, "gone_reason": ""} if back_unchanged else {}
+            # It changed for whoever follows changes (the API's changed_after): the
+            # unchanged jobs beside it keep their last_changed_at.
+            unmark = (
+                {
+                    "gone_at": None,
+                    "gone_reason": "",
+                    "last_changed_at": Case(
+                        When(gone_at__isnull=False, then=Value(now)),
+                        default=F("last_changed_at"),
+                    ),
+                }
+                if back_unchanged
+                else {}
+            )
             Job.objects.filter(pk__in=unchanged_ids).update(
                 last_seen_at=now, last_checked_at=now, **unmark
             )

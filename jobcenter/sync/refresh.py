@@ -64,6 +64,7 @@ class UnlistedJobs:
     def mark_gone(self, listing: str, previous_sweep_started: datetime) -> None:
         """At the end of a complete sweep: terminal jobs last seen before the complete
         sweep before it started are missing from both, so gone (kept, marked)."""
+        now = timezone.now()
         gone = Job.objects.filter(
             listing_filter(self.provider, listing),
             account=self.account,
@@ -71,7 +72,7 @@ class UnlistedJobs:
             is_terminal=True,
             gone_at__isnull=True,
             last_seen_at__lt=previous_sweep_started,
-        ).update(gone_at=timezone.now(), gone_reason=GONE_FROM_LISTING)
+        ).update(gone_at=now, gone_reason=GONE_FROM_LISTING, last_changed_at=now)
         self.book.totals.jobs_gone += gone
 
     def refresh_by_id(self, started: datetime, completed_listings: list[str]) -> None:

@@ -82,6 +82,6 @@ def track_job(
     except IntegrityError:  # tracked by someone else at the same moment
         job, created = Job.objects.get(account=account, kind=kind, external_id=external_id), False
     if not created and not job.tracked:
-        Job.objects.filter(pk=job.pk).update(tracked=True)
+        Job.objects.filter(pk=job.pk).update(tracked=True, last_changed_at=timezone.now())
         job.tracked = True
     return job, created
