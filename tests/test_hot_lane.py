@@ -358,3 +358,22 @@ def test_a_pass_leaves_a_leased_account_to_its_sweep(sandbox) -> None:
     assert hot_pass(account.pk) is None
     assert requests_since(sandbox, sid, since) == []
     assert ProviderAccount.objects.get(pk=account.pk).lease_owner == "a sweep"
+
+
+def test_a_pass_told_to_slow_down_waits_as_long_as_the_provider_asks(sandbox) -> None:
+    account, described = sandbox_account(sandbox, "elasticpath", jobs_per_kind=0)
+    sid = described["id"]
+    sandbox.control(sid, "create_jobs", type="product-import", count=2, duration=40)
+    assert sync_account(account.pk).outcome == "succeeded"
+    age_checks(account)
+    # Every request answers 429, as Elastic Path does, without a Retry-After: the pass
+    # is deferred for a minute, four hot intervals, instead of retried at the next.
+    sandbox.control(sid, "faults", rate=1.0, mix={"429": 1})
+    before = timezone.now()
+    run = hot_pass(account.pk)
+
+    assert run is not None and run.outcome == "deferred", run and run.error
+    account.refresh_from_db()
+    assert account.hot_next_at >= before + timedelta(seconds=60), run.error
+    assert account.blocked_until is None  # the sweeps' schedule is theirs to keep
+    assert account.lease_owner == ""

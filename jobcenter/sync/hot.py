@@ -210,6 +210,12 @@ def hot_pass(account_id: int) -> SyncRun | None:
         outcome = hot.run()
     except LeaseLost:
         outcome, error = SyncOutcome.FAILED, "stopped: another worker took over this account"
+    except RateLimited as exc:  # the hot lane waits as long as the provider asks
+        wait = exc.retry_after or 60.0
+        ProviderAccount.objects.filter(pk=account.pk).update(
+            hot_next_at=timezone.now() + timedelta(seconds=wait)
+        )
+        outcome, error = SyncOutcome.DEFERRED, f"deferred for {wait:.0f}s: {exc}"
     except ProviderError as exc:  # the sweep reports the account's state; this is the pass's
         outcome, error = SyncOutcome.FAILED, str(exc)
     except Exception as exc:
