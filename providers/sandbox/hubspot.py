@@ -1,4 +1,4 @@
-"""HubSpot CRM imports (v3), written from the facts in ../shared/providers-more.md §1.
+"""HubSpot CRM imports (v3), written from HubSpot's published documentation (the facts, with sources, are in the project's provider research).
 
 What it reproduces, and why each matters to the sync:
 
