@@ -17,7 +17,7 @@ import dj_database_url
 from csp import constants as csp_constants
 from django.core.exceptions import ImproperlyConfigured
 
-from providers import options_from_environment
+from providers import options_from_environment, register_definitions
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -407,6 +407,10 @@ LOGGING = {
 JOBCENTER_EXTRA_PROVIDER_HOSTS = env_list("JOBCENTER_EXTRA_PROVIDER_HOSTS")
 # Loopback base URLs (the sandbox) are accepted only in development.
 JOBCENTER_ALLOW_LOOPBACK_PROVIDERS = env_bool("JOBCENTER_ALLOW_LOOPBACK_PROVIDERS", DEBUG)
+# A folder of provider definitions (YAML, docs/providers.md) beside providers/definitions/;
+# every one is checked here, and an invalid one stops start-up with its file and line.
+JOBCENTER_PROVIDER_DEFINITIONS_DIR = os.environ.get("JOBCENTER_PROVIDER_DEFINITIONS_DIR", "")
+register_definitions(JOBCENTER_PROVIDER_DEFINITIONS_DIR)
 # Options handed to provider modules, per provider slug: those set by the environment
 # variables each provider names (Provider.environment_options).
 JOBCENTER_PROVIDER_OPTIONS = options_from_environment(os.environ)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 # The error classes live in `providers.errors`; import them from there.
 from providers.errors import BadResponse
-from providers.http import HttpClient, RateLimit, RetryPolicy, TokenBucketStore
+from providers.http import HttpClient, RateLimit, RetryPolicy, SlowDown, TokenBucketStore
 from providers.outbound import OutboundPolicy
 from providers.times import parse_time
 
@@ -293,6 +293,7 @@ class Provider(ABC):
             describe_error=self.describe_error,
             provider_label=self.label,
             policy=outbound,
+            slow_down=self.slow_down,
         )
 
     # -- hooks a provider overrides ---------------------------------------------------
@@ -308,6 +309,11 @@ class Provider(ABC):
         """A human text from the provider's error body, whole: the client redacts the
         credentials in it, then cuts it (cut first, a credential could straddle the cut)."""
         return response.text
+
+    def slow_down(self, response: requests.Response) -> SlowDown | None:
+        """Whether an error answer other than a 429 means "slow down" (a 403 with a
+        rate-limit code, say); None by default: a 429 is the only one."""
+        return None
 
     # -- class-level facts used by jobcenter ------------------------------------------
     @classmethod

@@ -151,6 +151,19 @@ class HttpCounters:
 ErrorDescriber = Callable[[requests.Response], str]
 
 
+@dataclass(frozen=True)
+class SlowDown:
+    """A provider's "slow down" in another form than a 429 (Salesforce's 403
+    REQUEST_LIMIT_EXCEEDED): `retry_after` is the wait to use when the answer has no
+    Retry-After header (None: back off)."""
+
+    retry_after: float | None = None
+
+
+# Reads an error answer: a SlowDown when it means "slow down", else None.
+SlowDownReader = Callable[[requests.Response], SlowDown | None]
+
+
 def default_error_text(response: requests.Response) -> str:
     """The whole body: the client redacts it, then cuts it to EXCERPT_CHARS."""
     return response.text
@@ -175,8 +188,10 @@ class HttpClient:
         provider_label: str = "provider",
         sleep: Callable[[float], None] = time.sleep,
         policy: OutboundPolicy | None = None,
+        slow_down: SlowDownReader | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.slow_down = slow_down
         self.secrets = [s for s in secrets if s]
         self.auth_headers = dict(auth_headers or {})
         self.timeout = timeout
@@ -353,6 +368,14 @@ class HttpClient:
         except Exception:  # a describer must never hide the real error
             detail = self.excerpt(response.text)
         label = self.provider_label
+        signal = self.slow_down(response) if self.slow_down is not None and code != 401 else None
+        if signal is not None:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return RateLimited(
+                f"{label} asked to slow down (HTTP {code}: {detail})",
+                retry_after=signal.retry_after if retry_after is None else retry_after,
+                status_code=code,
+            )
         if code == 401:
             return AuthError(
                 f"authentication failed: {label} refused the credentials (HTTP 401: {detail})",
