@@ -48,6 +48,8 @@ class Definition:
     def line(self, location: Location) -> int:
         """The line a value was written on (its nearest written parent's, if none)."""
         probe = tuple(location)
+        if probe and isinstance(probe[-1], str) and (*probe[:-1], "#key", probe[-1]) in self.lines:
+            return self.lines[(*probe[:-1], "#key", probe[-1])]  # the key's line, not its value's
         while probe and probe not in self.lines:
             probe = probe[:-1]
         return self.lines.get(probe, 1)

@@ -10,8 +10,6 @@ errors of `providers.errors`, and read times through `providers.times`.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -25,7 +23,6 @@ from providers.base import (
     JobPage,
     JobRecord,
     ListingFreshness,
-    PersonalData,
     Provider,
     Status,
     status_from_counts,
@@ -42,6 +39,7 @@ from providers.declarative.fields import (
 )
 from providers.declarative.loader import Definition
 from providers.declarative.paging import ListSpec, iter_raw_pages
+from providers.declarative.records import csv_rows, error_record
 from providers.errors import AccessDenied, AuthError, BadResponse
 from providers.http import RateLimit, SlowDown
 from providers.outbound import parse_target
@@ -279,7 +277,8 @@ class DeclarativeProvider(Provider):
         path = render(errors["path"], values, path=True)
         tier = errors.get("rate_tier") or self.tier(kind)
         if errors["kind"] == "csv":
-            items = self.csv_rows(path, errors.get("query"), tier)
+            response = self.get(path, errors.get("query"), tier=tier, accept="text/csv")
+            items = csv_rows(response, self.label, self.client.excerpt)
         else:
             spec = ListSpec(
                 what=f"{self.label}'s errors of job {external_id}",
@@ -290,26 +289,10 @@ class DeclarativeProvider(Provider):
             )
             pages = iter_raw_pages(spec, self._getter(tier), self.client.excerpt)
             items = (item for page in pages for item in page.records)
+        hook = (self.spec.get("hooks") or {}).get("error")
         for item in items:
-            yield self.error_record(errors, item)
-
-    def csv_rows(
-        self, path: str, query: Mapping[str, Any] | None, tier: str
-    ) -> Iterator[dict[str, Any]]:
-        response = self.get(path, query, tier=tier, accept="text/csv")
-        content_type = response.headers.get("Content-Type", "")
-        if "csv" not in content_type:
-            raise BadResponse(
-                f"{self.label} answered with {content_type or 'no content type'} instead of CSV",
-                excerpt=self.client.excerpt(response.text),
-            )
-        try:
-            yield from csv.DictReader(io.StringIO(response.text))
-        except csv.Error as exc:
-            raise BadResponse(
-                f"{self.label} sent CSV that does not read ({exc})",
-                excerpt=self.client.excerpt(response.text),
-            ) from None
+            record = error_record(errors, item)
+            yield resolve_hook(hook)(record, item) if hook else record
 
     # -- reading records --------------------------------------------------------------------
     def job_id(self, item: Mapping[str, Any]) -> str:
@@ -364,23 +347,6 @@ class DeclarativeProvider(Provider):
         if mapped == "by_counts":
             return status_from_counts(total, failed)
         return Status(mapped)
-
-    def error_record(self, errors: Mapping[str, Any], item: dict[str, Any]) -> JobErrorRecord:
-        texts = {
-            name: _error_field(errors.get(name), item)
-            for name in ("message", "code", "title", "source", "external_id")
-        }
-        declared = errors.get("personal_data") or {}
-        paths = [tuple(p) for p in declared.get("raw_paths") or ()]
-        if "all_but" in declared:
-            paths += [(key,) for key in item if key not in declared["all_but"]]
-        record = JobErrorRecord(
-            **texts,
-            raw=item,
-            personal_data=PersonalData(tuple(paths), tuple(declared.get("fields") or ())),
-        )
-        hook = (self.spec.get("hooks") or {}).get("error")
-        return resolve_hook(hook)(record, item) if hook else record
 
     # -- class-level facts ------------------------------------------------------------------
     status_words: ClassVar[dict[str, str]] = {}
@@ -442,15 +408,6 @@ class DeclarativeProvider(Provider):
             if value not in (None, "", [], {}, False):
                 details.append((detail["label"], as_text(value)))
         return details
-
-
-def _error_field(field: Any, item: Mapping[str, Any]) -> str:
-    if field is None:
-        return ""
-    if isinstance(field, str):
-        return as_text(read(field, item))
-    found = re.search(field["match"], as_text(read(field["from"], item)))
-    return found.group(1) if found else ""
 
 
 def provider_class(definition: Definition) -> type[DeclarativeProvider]:
