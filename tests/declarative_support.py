@@ -157,3 +157,9 @@ def toy_api(auth: str = "bearer") -> Iterator[tuple[str, ToyState]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def shout_status(record: Any, raw: dict[str, Any]) -> Any:
+    """A job hook for the tests: the provider's status word in capitals."""
+    record.provider_status = str(raw["state"]).upper()
+    return record

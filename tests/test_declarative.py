@@ -498,3 +498,13 @@ def test_a_403_with_a_rate_limit_code_means_slow_down(tmp_path: Path) -> None:
         )
         with pytest.raises(AuthError, match="access denied"):
             listed(plain)
+
+
+def test_a_named_hook_runs_on_each_job_and_a_missing_one_is_refused(tmp_path: Path) -> None:
+    hooked = definition(tmp_path, hooks={"job": "tests.declarative_support:shout_status"})
+    with toy_api() as (base_url, _):
+        records = [r for p in provider(hooked, base_url).iter_pages("all") for r in p.records]
+    assert {r.provider_status for r in records} == {"QUEUED", "RUNNING", "FINISHED", "ABORTED"}
+    missing = definition(tmp_path, hooks={"job": "tests.declarative_support:nope"})
+    with pytest.raises(DefinitionError, match=r"hooks\.job: .* has no function nope"):
+        load_definition(missing)
