@@ -37,6 +37,9 @@ run: $(STAMP)
 NODE_CACHE := .cache/node
 AXE_VERSION := 4.14.1
 AXE := $(NODE_CACHE)/node_modules/axe-core/axe.min.js
+# The OpenID provider the sign-in tests start (tests/oidc/provider.mjs).
+OIDC_PROVIDER_VERSION := 9.13.3
+OIDC_PROVIDER := $(NODE_CACHE)/node_modules/oidc-provider/lib/index.js
 
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
@@ -45,6 +48,9 @@ browser-deps:
 	@test -f $(AXE) || npm install --silent --no-audit --no-fund --prefix $(NODE_CACHE) \
 		axe-core@$(AXE_VERSION) >/dev/null 2>&1 || \
 		echo "axe-core could not be installed with npm: the accessibility test will skip"
+	@test -f $(OIDC_PROVIDER) || npm install --silent --no-audit --no-fund --prefix $(NODE_CACHE) \
+		oidc-provider@$(OIDC_PROVIDER_VERSION) >/dev/null 2>&1 || \
+		echo "oidc-provider could not be installed with npm: the sign-in tests will install it or skip"
 
 test: $(STAMP) browser-deps
 	$(PY) -m pytest

@@ -11,7 +11,8 @@ Logins (the admin's and the API's login pages) go through django-axes (settings
 load balancer), and `lockout_response` is the page a locked-out login gets.
 
 Every answer carries the Content-Security-Policy of settings.CONTENT_SECURITY_POLICY
-(`ContentSecurityPolicyMiddleware`, django-csp's with DRF's pages' style attributes).
+(`ContentSecurityPolicyMiddleware`, django-csp's with DRF's pages' style attributes, and
+the identity provider's origin as a form target when sign-in with OpenID Connect is on).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+
+from jobcenter.oidc.config import issuer_origin
 
 TIMEZONE_COOKIE = "jobcenter_tz"
 
@@ -150,4 +153,9 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
         parts = super().get_policy_parts(request, response, report_only)
         if request.path_info.startswith(BROWSABLE_API_PREFIXES):
             parts.update = {**(parts.update or {}), "style-src-attr": [UNSAFE_INLINE]}
+        if settings.JOBCENTER_OIDC_ISSUER:
+            # "Log out" posts here and is redirected to the identity provider's sign-out,
+            # which form-action governs too (jobcenter.oidc.views.SignOut).
+            origin = issuer_origin(settings.JOBCENTER_OIDC_ISSUER)
+            parts.update = {**(parts.update or {}), "form-action": [origin]}
         return parts

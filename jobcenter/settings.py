@@ -17,6 +17,7 @@ import dj_database_url
 from csp import constants as csp_constants
 from django.core.exceptions import ImproperlyConfigured
 
+from jobcenter.oidc import config as oidc_config
 from providers import options_from_environment, register_definitions
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -111,6 +112,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A sign-in begun at the identity provider is checked with it again now and then.
+    "jobcenter.oidc.views.SessionRecheck",
     # The audit log's actor and address: the request's user and client (jobcenter.audit).
     "jobcenter.audit.context.AuditMiddleware",
     # Admin pages only: times in the staff member's own zone (jobcenter.middleware).
@@ -172,7 +175,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # included, until the cool-off has passed since its last failure (jobcenter.middleware).
 AUTHENTICATION_BACKENDS = [
     "jobcenter.middleware.LockoutBackend",  # first: refuses before any password is tried
+    # Password logins turned off (JOBCENTER_PASSWORD_LOGIN) but for break-glass superusers.
+    "jobcenter.oidc.backends.PasswordLoginGate",
     "django.contrib.auth.backends.ModelBackend",
+    # Sign-in with OpenID Connect (below); answers only the callback of a sign-in.
+    "jobcenter.oidc.backends.OIDCBackend",
 ]
 JOBCENTER_LOGIN_FAILURE_LIMIT = env_int("JOBCENTER_LOGIN_FAILURE_LIMIT", 5)
 JOBCENTER_LOGIN_COOLOFF_MINUTES = env_int("JOBCENTER_LOGIN_COOLOFF_MINUTES", 15)
@@ -192,6 +199,40 @@ AXES_ENABLE_ADMIN = False
 # password typed into that field must not reach the log); no start-up line per command.
 AXES_SENSITIVE_PARAMETERS = ["username"]
 AXES_VERBOSE = False
+
+# --- Sign-in with OpenID Connect (jobcenter.oidc, mozilla-django-oidc) ---------------------
+# On when an issuer is set (https): the login page offers its button; endpoints come from
+# its discovery document. Emails must be verified and in an allowed domain (blank: any).
+# Groups come in JOBCENTER_OIDC_GROUPS_CLAIM; JOBCENTER_OIDC_GROUP_MAP (JSON) maps each to
+# roles "staff", "superuser", "team:<name>", "group:<name>" (a permission group), applied
+# on every sign-in. A sign-in is checked with the provider again after
+# JOBCENTER_OIDC_RECHECK_SECONDS. JOBCENTER_PASSWORD_LOGIN off leaves passwords to the
+# break-glass superusers JOBCENTER_BREAK_GLASS_USERS (usernames).
+JOBCENTER_OIDC_ISSUER = os.environ.get("JOBCENTER_OIDC_ISSUER", "").strip().rstrip("/")
+OIDC_RP_CLIENT_ID = os.environ.get("JOBCENTER_OIDC_CLIENT_ID", "").strip()
+OIDC_RP_CLIENT_SECRET = os.environ.get("JOBCENTER_OIDC_CLIENT_SECRET", "").strip()
+OIDC_RP_SCOPES = os.environ.get("JOBCENTER_OIDC_SCOPES") or "openid email profile"
+JOBCENTER_OIDC_ALLOWED_DOMAINS = [d.lower() for d in env_list("JOBCENTER_OIDC_ALLOWED_DOMAINS")]
+JOBCENTER_OIDC_GROUPS_CLAIM = os.environ.get("JOBCENTER_OIDC_GROUPS_CLAIM") or "groups"
+JOBCENTER_OIDC_GROUP_MAP = oidc_config.group_map(os.environ.get("JOBCENTER_OIDC_GROUP_MAP"))
+JOBCENTER_OIDC_BUTTON_LABEL = (
+    os.environ.get("JOBCENTER_OIDC_BUTTON_LABEL") or "Sign in with your company account"
+)
+JOBCENTER_OIDC_RECHECK_SECONDS = env_int("JOBCENTER_OIDC_RECHECK_SECONDS", 900)
+JOBCENTER_PASSWORD_LOGIN = env_bool("JOBCENTER_PASSWORD_LOGIN", True)
+JOBCENTER_BREAK_GLASS_USERS = env_list("JOBCENTER_BREAK_GLASS_USERS")
+oidc_config.check(
+    JOBCENTER_OIDC_ISSUER, OIDC_RP_CLIENT_ID, OIDC_RP_CLIENT_SECRET,
+    password_login=JOBCENTER_PASSWORD_LOGIN, break_glass=JOBCENTER_BREAK_GLASS_USERS,
+)  # fmt: skip
+# mozilla-django-oidc's own: RS256 ID tokens checked against the provider's keys, PKCE,
+# the ID token kept in the session (to end the provider's session on log out).
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_PKCE = True
+OIDC_STORE_ID_TOKEN = True
+OIDC_TIMEOUT = 10
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = JOBCENTER_OIDC_RECHECK_SECONDS
+OIDC_EXEMPT_URLS = ["admin:login", "healthz"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

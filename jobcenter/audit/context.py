@@ -75,9 +75,10 @@ def current_actor() -> Actor:
 
 
 @contextmanager
-def acting_as(name: str) -> Iterator[None]:
-    """Changes inside are recorded as made by `name` (e.g. "command:add_account") here."""
-    token = _origin.set(Origin(actor=Actor(None, name, host_name())))
+def acting_as(name: str, address: str | None = None) -> Iterator[None]:
+    """Changes inside are recorded as made by `name` (e.g. "command:add_account") from
+    `address` (this host's name when not given)."""
+    token = _origin.set(Origin(actor=Actor(None, name, address or host_name())))
     try:
         yield
     finally:
