@@ -27,12 +27,14 @@ from tests.oidc_support import (
     CLIENT_ID,
     CLIENT_SECRET,
     OIDC_PROVIDER_VERSION,
+    USERS,
     Browserless,
     IdentityProvider,
     messages_of,
     start_provider,
 )
 from tests.processes import ROOT, stop
+from tests.test_browser_csp import REPORT_VIOLATIONS
 
 User = get_user_model()
 GROUP_MAP = {
@@ -262,3 +264,32 @@ def test_password_login_can_be_turned_off_but_for_a_break_glass_superuser(
 def test_make_test_installs_the_provider_version_the_tests_pin() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert f"OIDC_PROVIDER_VERSION := {OIDC_PROVIDER_VERSION}\n" in makefile
+
+
+def test_a_browser_signs_in_and_out_under_the_content_security_policy(
+    oidc: IdentityProvider, live_server: Any, browser: Any
+) -> None:
+    """Chromium clicks the button, signs in at the provider, lands on the dashboard and
+    logs out (a form post redirected to the provider: CSP's form-action allows it)."""
+    violations: list[str] = []
+    context = browser.new_context(base_url=live_server.url)
+    context.set_default_timeout(15_000)
+    context.expose_binding("reportViolation", lambda source, text: violations.append(text))
+    context.add_init_script(REPORT_VIOLATIONS)
+    page = context.new_page()
+    try:
+        page.goto("/admin/login/")
+        page.click("#oidc-sign-in")
+        page.fill("#login", "ada")
+        page.fill("#password", USERS["ada"]["password"])
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{live_server.url}/admin/")
+        assert page.locator("#user-tools").is_visible()
+        page.click("#logout-form button")
+        page.wait_for_url(f"{oidc.issuer}/session/end**")
+        page.click("button[name=logout]")
+        page.wait_for_url(f"{live_server.url}/admin/login/")
+        assert page.locator("#oidc-sign-in").is_visible()
+    finally:
+        context.close()
+    assert not violations, "\n".join(violations)
