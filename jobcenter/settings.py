@@ -103,6 +103,8 @@ MIDDLEWARE = [
     # First: /healthz answers a load balancer before the Host check and the HTTPS
     # redirect (it probes the backend by IP, over plain HTTP).
     "jobcenter.health.HealthCheckMiddleware",
+    # /metrics for Prometheus, likewise ahead of them (the scraper too comes by address).
+    "jobcenter.observability.views.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The Content-Security-Policy header (django-csp), static files' answers included.
     "jobcenter.middleware.ContentSecurityPolicyMiddleware",
@@ -522,6 +524,15 @@ JOBCENTER_DEFAULT_SYNC_MINUTES = int(os.environ.get("JOBCENTER_DEFAULT_SYNC_MINU
 JOBCENTER_HEALTH_MAX_SYNC_AGE_MINUTES = int(
     os.environ.get("JOBCENTER_HEALTH_MAX_SYNC_AGE_MINUTES", "60")
 )
+# /metrics (jobcenter.observability): readable with `Authorization: Bearer <token>`, and
+# from loopback while DEBUG is on; without a token and DEBUG off it answers 404.
+JOBCENTER_METRICS_TOKEN = os.environ.get("JOBCENTER_METRICS_TOKEN", "").strip()
+if JOBCENTER_METRICS_TOKEN and len(JOBCENTER_METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("JOBCENTER_METRICS_TOKEN must be at least 32 characters long.")
+# prometheus_client's multiprocess mode: a directory shared by the web server and the
+# cluster of one node, where each process keeps its counters (prometheus_client reads it
+# from the environment itself; jobcenter.observability.files empties it on a fresh start).
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 # Retention (jobcenter.sync.retention, `manage.py prune_snapshots`): snapshots observed more
 # than this many days ago are deleted, except each job's first and last (0: keep all).
 JOBCENTER_SNAPSHOT_RETENTION_DAYS = int(os.environ.get("JOBCENTER_SNAPSHOT_RETENTION_DAYS", "0"))

@@ -121,6 +121,21 @@ def dispatch_due_syncs() -> int:
             return queued  # a newer loop took over
 
 
+def free_accounts(now: datetime) -> Q:
+    """Accounts a task may be queued for: enabled, not blocked, not leased."""
+    return (
+        Q(enabled=True)
+        & (Q(blocked_until__isnull=True) | Q(blocked_until__lte=now))
+        & (Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+    )
+
+
+def sweep_due_accounts(now: datetime) -> Q:
+    """Accounts whose sweep is due (with `free_accounts`: what the dispatcher queues;
+    the oldest one's lag is a metric, `jobcenter.observability.collector`)."""
+    return Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=now)
+
+
 def dispatch_once(now: datetime | None = None) -> int:
     """Queue a sweep for every due account and a hot pass for every account whose
     unfinished jobs are due; returns how many tasks it queued.
@@ -130,12 +145,7 @@ def dispatch_once(now: datetime | None = None) -> int:
     UPDATE and one enqueue per task queued.
     """
     now = now or timezone.now()
-    free = (
-        Q(enabled=True)
-        & (Q(blocked_until__isnull=True) | Q(blocked_until__lte=now))
-        & (Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-    )
-    sweep_due = Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=now)
+    free, sweep_due = free_accounts(now), sweep_due_accounts(now)
     queued = 0
     for account_id, next_sync_at in ProviderAccount.objects.filter(free, sweep_due).values_list(
         "pk", "next_sync_at"

@@ -25,6 +25,7 @@ from django_q.tasks import async_task
 from jobcenter.alerts.channels import Attempt, send_email
 from jobcenter.alerts.webhooks import send_webhook
 from jobcenter.models import AlertChannelKind, AlertDelivery, AlertDeliveryStatus
+from jobcenter.observability.metrics import observe_delivery
 
 logger = logging.getLogger("jobcenter.alerts")
 
@@ -152,6 +153,7 @@ def record_attempt(
             "last_error",
         ]
     )
+    observe_delivery(delivery.channel_kind, delivery.status)  # for /metrics
 
 
 def retry_due_deliveries(now: datetime | None = None, limit: int = RETRY_BATCH) -> int:

@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from jobcenter.models import AccountStatus, ProviderAccount, SyncOutcome, SyncRun, SyncTrigger
+from jobcenter.observability.metrics import observe_run
 from providers.http import HttpCounters
 from providers.redaction import EXCERPT_CHARS, redact, redact_then_cut
 
@@ -51,6 +52,7 @@ def skip_run(run: SyncRun) -> None:
     run.finished_at = now
     run.save(update_fields=["outcome", "error", "finished_at"])
     ProviderAccount.objects.filter(pk=run.account_id).update(next_sync_at=now)
+    observe_run(run, run.outcome, None)
 
 
 def end_interrupted_runs(account: ProviderAccount, run: SyncRun) -> None:
@@ -110,6 +112,7 @@ class RunBook:
         run.error = error
         run.finished_at = now
         run.save()
+        observe_run(run, outcome, counters)  # the run's end, for /metrics
         if run.trigger == SyncTrigger.HOT:
             return  # the account's status and schedule are the sweeps' to set
         ok = outcome in (SyncOutcome.SUCCEEDED, SyncOutcome.PARTIAL)

@@ -40,6 +40,7 @@ from django.utils import timezone
 from jobcenter.accounts import build_provider
 from jobcenter.alerts.evaluation import evaluate_after_sync
 from jobcenter.models import Job, ProviderAccount, SyncOutcome, SyncRun, SyncTrigger
+from jobcenter.observability.metrics import observe_run
 from jobcenter.sync.bookkeeping import RunBook
 from jobcenter.sync.errors import ErrorFetcher
 from jobcenter.sync.lease import Lease, LeaseLost
@@ -224,11 +225,12 @@ def hot_pass(account_id: int) -> SyncRun | None:
     finally:
         lease.release()
     totals = hot.book.totals
+    counters = hot.provider.client.counters if hot.provider is not None else None
     if outcome == SyncOutcome.SUCCEEDED and not (
         totals.jobs_created or totals.jobs_changed or totals.jobs_gone or totals.errors_fetched
     ):
+        observe_run(run, outcome, counters)  # no row, but /metrics counts the pass
         return None
-    counters = hot.provider.client.counters if hot.provider is not None else None
     hot.book.finish(outcome, error, None, counters)
     try:
         evaluate_after_sync(run)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +37,7 @@ from jobcenter.alerts.defaults import use_channel_for_default_rules
 from jobcenter.alerts.delivery import deliver_pending_now
 from jobcenter.management.base import AuditedCommand
 from jobcenter.models import AlertChannel, ProviderAccount, SyncTrigger
+from jobcenter.observability.files import ENVIRONMENT_VARIABLE as METRICS_DIR
 from jobcenter.sync.engine import sync_account
 from jobcenter.sync.tracking import track_job
 from jobcenter.tasks import SCHEDULE_NAME
@@ -107,6 +110,11 @@ class Command(AuditedCommand):
         # Links in alert messages point at this demo's web server (children inherit it).
         os.environ.setdefault("JOBCENTER_SITE_URL", f"http://127.0.0.1:{options['port']}")
         settings.JOBCENTER_SITE_URL = os.environ["JOBCENTER_SITE_URL"]
+        # /metrics: this process, the web server and the cluster count into one directory
+        # (jobcenter.observability.files), a fresh one unless the environment names one.
+        metrics_dir = ""
+        if not os.environ.get(METRICS_DIR):
+            metrics_dir = os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="jc-metrics-")
         children = Children()
         signal.signal(signal.SIGTERM, stop_on_sigterm)
         try:
@@ -129,6 +137,7 @@ class Command(AuditedCommand):
                 self.style.SUCCESS(
                     f"\nJob Center is up: http://127.0.0.1:{options['port']}/admin/\n"
                     f"  user: admin\n  password: {password}\n"
+                    f"Metrics: http://127.0.0.1:{options['port']}/metrics\n"
                     "The cluster syncs every account each minute; press Ctrl-C to stop.\n"
                 )
             )
@@ -137,6 +146,8 @@ class Command(AuditedCommand):
             self.stdout.write("\nstopping")
         finally:
             children.stop()
+            if metrics_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
 
     @staticmethod
     def wait_for_web_server(children: Children, port: int, seconds: float = 60) -> None:
