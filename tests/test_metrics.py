@@ -87,6 +87,7 @@ def test_a_scrape_after_a_sandbox_sync_parses_and_counts_what_the_run_did(
 
     ours = {name for name in families if name.startswith("jobcenter_")}
     assert len(ours) >= 8, sorted(ours)
+    assert not any(name.endswith("_created") for name in ours)  # as in multiprocess mode
     assert {
         "jobcenter_sync_runs",
         "jobcenter_sync_duration_seconds",

@@ -50,13 +50,21 @@ class Instruments:
 @cache
 def instruments() -> Instruments:
     """Made once per process, in multiprocess mode when the environment asks for it."""
-    from prometheus_client import CollectorRegistry, Counter, Histogram, values
+    from prometheus_client import (
+        CollectorRegistry,
+        Counter,
+        Histogram,
+        disable_created_metrics,
+        values,
+    )
 
     path = files.directory()
     if path is not None:
         files.prepare(path)
     # Chosen now rather than when prometheus_client was first imported (see module doc).
     values.ValueClass = values.get_value_class()
+    # No `_created` series: multiprocess mode has none, and one process should read alike.
+    disable_created_metrics()
     registry = CollectorRegistry(auto_describe=True)
     provider = ["provider"]
     return Instruments(
