@@ -63,10 +63,12 @@ def validate_base_url(provider_slug: str, base_url: str) -> str:
     """The normalized base URL, or ValidationError saying why credentials may not go there.
 
     Allowed: blank (the provider's default); https on one of the provider's documented
-    hosts or on a host listed in JOBCENTER_EXTRA_PROVIDER_HOSTS (its default port unless
-    the entry names one); loopback (the sandbox) while JOBCENTER_ALLOW_LOOPBACK_PROVIDERS
-    is on (it follows DEBUG by default). The URL must read one way only, and pass the
-    outbound policy (`providers.outbound`); names are resolved when connecting.
+    hosts, or on a host matching one of its host patterns (`Provider.host_allowed`: an
+    organisation's own host under the provider's domain), or on a host listed in
+    JOBCENTER_EXTRA_PROVIDER_HOSTS (its default port unless the entry names one);
+    loopback (the sandbox) while JOBCENTER_ALLOW_LOOPBACK_PROVIDERS is on (it follows
+    DEBUG by default). The URL must read one way only, and pass the outbound policy
+    (`providers.outbound`); names are resolved when connecting.
     """
     base_url = (base_url or "").strip()
     if not base_url:
@@ -85,10 +87,12 @@ def validate_base_url(provider_slug: str, base_url: str) -> str:
         raise ValidationError("The base URL must not carry a query or a fragment.", code="invalid")
     if target.is_loopback:  # the policy allowed it: development, the sandbox
         return base_url.rstrip("/")
-    if target.origin not in provider_origins(provider):
+    on_pattern = target.origin[::2] == ("https", 443) and provider.host_allowed(target.host)
+    if target.origin not in provider_origins(provider) and not on_pattern:
+        hosts = sorted(provider.documented_hosts) + list(provider.host_patterns)
         raise ValidationError(
             f"{target.host_header} is not a {provider.label} host. Credentials are sent "
-            f"only to {', '.join(sorted(provider.documented_hosts))} (https) or to hosts "
+            f"only to {', '.join(hosts)} (https) or to hosts "
             "listed in JOBCENTER_EXTRA_PROVIDER_HOSTS.",
             code="host",
         )

@@ -248,6 +248,9 @@ class Provider(ABC):
     base_urls: ClassVar[Mapping[str, str]]
     # Hosts credentials may be sent to, beside the base URL's own host.
     documented_hosts: ClassVar[frozenset[str]]
+    # Host patterns a base URL may also be on, '*' standing for one DNS label (an org's
+    # own host: '*.my.salesforce.com'); https only.
+    host_patterns: ClassVar[tuple[str, ...]] = ()
     kinds: ClassVar[tuple[JobKind, ...]]
     # The listings a sync pages through. By default one per listable kind (Klaviyo); a
     # provider with one listing for every kind (Elastic Path) names it here, and its
@@ -319,6 +322,16 @@ class Provider(ABC):
     @classmethod
     def default_base_url(cls) -> str:
         return next(iter(cls.base_urls.values()))
+
+    @classmethod
+    def host_allowed(cls, host: str) -> bool:
+        """A documented host, or one matching a host pattern ('*' is one DNS label)."""
+        for pattern in cls.host_patterns:
+            suffix = pattern[1:] if pattern.startswith("*.") else None
+            label = host[: -len(suffix)] if suffix and host.endswith(suffix) else ""
+            if host == pattern or (label and "." not in label):
+                return True
+        return host in cls.documented_hosts
 
     @classmethod
     def kind(cls, name: str) -> JobKind:

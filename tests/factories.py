@@ -26,7 +26,7 @@ def sandbox_account(
     account = create_account(
         name or f"{provider} {described['id']}",
         provider,
-        credentials or described["credentials"],
+        credentials or sandbox.credentials(described),
         base_url=sandbox.base_url(provider),
     )
     if not options["rate_limits"]:

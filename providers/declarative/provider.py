@@ -54,7 +54,6 @@ class DeclarativeProvider(Provider):
 
     definition: ClassVar[Definition]
     spec: ClassVar[dict[str, Any]]
-    host_patterns: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self, credentials: Mapping[str, str], *, base_url: str | None = None, **kwargs: Any
@@ -112,16 +111,6 @@ class DeclarativeProvider(Provider):
                 f"{cls.label} host"
             )
         return url
-
-    @classmethod
-    def host_allowed(cls, host: str) -> bool:
-        """A documented host, or one matching a pattern ('*' is one DNS label)."""
-        for pattern in cls.host_patterns:
-            suffix = pattern[1:] if pattern.startswith("*.") else None
-            label = host[: -len(suffix)] if suffix and host.endswith(suffix) else ""
-            if host == pattern or (label and "." not in label):
-                return True
-        return host in cls.documented_hosts
 
     def auth_headers(self) -> dict[str, str]:
         return static_headers(self.spec["auth"], self.values)

@@ -28,6 +28,22 @@ class SandboxClient:
     def base_url(self, provider: str) -> str:
         return f"{self.root}/{provider}"
 
+    def credentials(self, described: dict[str, Any]) -> dict[str, str]:
+        """A sandbox account's credentials as Job Center's account form takes them: those
+        the sandbox issued, plus each credential field a base-URL template names that it
+        does not issue (Salesforce's instance URL: this server's base URL for it)."""
+        from providers import get_provider
+        from providers.declarative.fields import template_names
+
+        slug = described["provider"]
+        provider = get_provider(slug)
+        credentials = dict(described["credentials"])
+        named = {name for url in provider.base_urls.values() for name in template_names(url)}
+        for field in provider.credential_fields:
+            if field.name in named and field.name not in credentials:
+                credentials[field.name] = self.base_url(slug)
+        return credentials
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.session.request(
             method, f"{self.root}/_sandbox/{path}", timeout=30, **kwargs

@@ -200,7 +200,7 @@ class Command(AuditedCommand):
             account.sync_interval_minutes = 1
             account.next_sync_at = timezone.now()
             account.blocked_until = None
-            account.set_credentials(described["credentials"])
+            account.set_credentials(sandbox.credentials(described))
             account.save()
             accounts.append((account, described["id"]))
             self.stdout.write(f"account {account.name!r} → {account.base_url}")
