@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import requests
@@ -47,6 +48,22 @@ from providers.outbound import parse_target
 KIND_MAX_LENGTH = 100  # Job.kind's column width
 TIME_FIELDS = ("created_at", "started_at", "completed_at", "updated_at", "expires_at")
 HOST_VALUE = re.compile(r"[A-Za-z0-9.-]+")
+
+
+@contextmanager
+def answer_in_message() -> Iterator[None]:
+    """A BadResponse leaving a listing, a fetch or an error list carries its excerpt in
+    its message too: the sync engine notes such a failure as one of the run's problems by
+    its message alone (jobcenter.sync.engine.AccountSync.sweep_listing), and the answer
+    would be lost. The excerpt is already redacted and cut (HttpClient.excerpt). The
+    error keeps its type (InvalidCursor) and its excerpt."""
+    try:
+        yield
+    except BadResponse as exc:
+        if exc.excerpt and exc.excerpt not in exc.message:
+            exc.message = f"{exc.message} — the answer began: {exc.excerpt}"
+            exc.args = (exc.message,)
+        raise
 
 
 class DeclarativeProvider(Provider):
@@ -227,6 +244,10 @@ class DeclarativeProvider(Provider):
             yield from self._pages(listing, self.list_spec(listing, extra), None)
 
     def _pages(self, listing: str, spec: ListSpec, cursor: str | None) -> Iterator[JobPage]:
+        with answer_in_message():
+            yield from self._raw_pages(listing, spec, cursor)
+
+    def _raw_pages(self, listing: str, spec: ListSpec, cursor: str | None) -> Iterator[JobPage]:
         listing_spec = self.listing(listing)
         tier = listing_spec.get("rate_tier", "default")
         kind = self.listing_kind(listing)
@@ -243,6 +264,10 @@ class DeclarativeProvider(Provider):
         return lambda path, params: self.get_json(path, params, tier=tier)
 
     def fetch_job(self, kind: str, external_id: str) -> JobRecord:
+        with answer_in_message():
+            return self._fetch_job(kind, external_id)
+
+    def _fetch_job(self, kind: str, external_id: str) -> JobRecord:
         fetch = self.section(kind, "fetch")
         if fetch is None:
             raise NotImplementedError(f"{self.label} does not fetch a job by id")
@@ -259,6 +284,10 @@ class DeclarativeProvider(Provider):
         return self.job_record(item, kind or None)
 
     def iter_errors(self, kind: str, external_id: str) -> Iterator[JobErrorRecord]:
+        with answer_in_message():
+            yield from self._iter_errors(kind, external_id)
+
+    def _iter_errors(self, kind: str, external_id: str) -> Iterator[JobErrorRecord]:
         errors = self.section(kind, "errors") or {"kind": "none"}
         if errors["kind"] == "none":
             return
