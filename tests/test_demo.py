@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from providers import REGISTRY
 from providers.sandbox.client import free_port
 from tests.processes import ROOT, process_env, wait_for
 
@@ -145,8 +146,12 @@ def test_the_demo_keeps_syncing_on_schedule_and_stops_every_process(
     assert "Log out" in answer.text
 
     # The demo's own first sync of each account is one; the cluster's is the second.
+    # One account per registered provider, the declared ones (providers/definitions/) too.
     accounts = scheduled_successes(database)
-    assert len(accounts) == 3, accounts
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
+        providers = {row[0] for row in db.execute("SELECT provider FROM jobcenter_provideraccount")}
+    assert providers == set(REGISTRY), providers
+    assert len(accounts) == len(REGISTRY), accounts
 
     def every_account_synced_twice() -> bool:
         alive()
