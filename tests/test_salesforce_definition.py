@@ -26,19 +26,13 @@ from providers import get_provider
 from providers.declarative.auth import forget_tokens
 from providers.sandbox.client import SandboxClient
 from providers.times import parse_time
+from tests.definition_checks import FAST_RETRY
 from tests.factories import local_jobs, sandbox_account
 from tests.leaks import assert_secret_nowhere
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKEN_PATH = "/services/oauth2/token"
-FAST_RETRY = {
-    "max_attempts": 2,
-    "backoff_base": 0.01,
-    "backoff_cap": 0.05,
-    "max_total_wait": 5.0,
-    "max_inline_retry_after": 1.0,
-}
 
 
 @pytest.fixture(autouse=True)
