@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
@@ -62,6 +63,16 @@ def end_interrupted_runs(account: ProviderAccount, run: SyncRun) -> None:
         finished_at=timezone.now(),
         error="interrupted: the worker stopped before the run ended; the next run resumed it",
     )
+
+
+def next_sweep_at(run: SyncRun) -> datetime:
+    """When the account's next sweep is due: an interval after this one started, less
+    half the dispatcher's granularity (its cycle, or the Schedule's minute): a sweep that
+    started a moment after its dispatch is due again at the dispatch an interval on, not
+    one cycle after it (lease.Lease.acquire made it due while it ran)."""
+    cycle = settings.JOBCENTER_DISPATCH_SECONDS or 60
+    interval = timedelta(minutes=max(1, run.account.sync_interval_minutes))
+    return run.started_at + interval - timedelta(seconds=cycle / 2)
 
 
 class RunBook:
@@ -119,9 +130,7 @@ class RunBook:
         updates: dict[str, Any] = {
             "last_sync_at": now,
             "last_error": error,
-            # The next sweep: one interval after this one started (lease.Lease.acquire).
-            "next_sync_at": run.started_at
-            + timedelta(minutes=max(1, run.account.sync_interval_minutes)),
+            "next_sync_at": next_sweep_at(run),
         }
         if ok:
             updates |= {
