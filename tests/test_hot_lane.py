@@ -377,3 +377,25 @@ def test_a_pass_told_to_slow_down_waits_as_long_as_the_provider_asks(sandbox) ->
     assert account.hot_next_at >= before + timedelta(seconds=60), run.error
     assert account.blocked_until is None  # the sweeps' schedule is theirs to keep
     assert account.lease_owner == ""
+
+
+def test_a_scheduled_sweep_leaves_what_the_hot_lane_just_checked_and_a_manual_one_does_not(
+    sandbox,
+) -> None:
+    account, described = sandbox_account(sandbox, "fullstory", processing_seconds=600)
+    sid = described["id"]
+    batch = create_fullstory_batch(sandbox, described, "events-batch-import", events(10))
+    track_job(account, "events-batch-import", batch)
+    assert sync_account(account.pk).outcome == "succeeded"
+    age_checks(account)
+    hot_pass(account.pk)  # checks the batch now
+
+    since = log_mark(sandbox, sid)
+    assert sync_account(account.pk, trigger="schedule").outcome == "succeeded"
+    assert requests_since(sandbox, sid, since) == []  # checked a moment ago: not again
+
+    since = log_mark(sandbox, sid)
+    assert sync_account(account.pk, trigger="manual").outcome == "succeeded"
+    assert [path for path, _ in requests_since(sandbox, sid, since)] == [
+        f"/v2/events/batch/{batch}"
+    ]

@@ -130,7 +130,11 @@ class AccountSync:
             )
             for listing in self.provider.listing_names():
                 self.sweep_listing(listing)
-            self.unlisted.refresh_by_id(self.started, self.completed_listings)
+            self.unlisted.refresh_by_id(
+                self.started,
+                self.completed_listings,
+                scheduled=self.book.run.trigger == SyncTrigger.SCHEDULE,
+            )
             ErrorFetcher(self.account, self.provider, self.book, self.save_progress).fetch_errors()
             if self.book.totals.problems:
                 outcome = SyncOutcome.PARTIAL

@@ -19,7 +19,7 @@ loses the mark (pages.py), without a new snapshot.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -75,14 +75,24 @@ class UnlistedJobs:
         ).update(gone_at=now, gone_reason=GONE_FROM_LISTING, last_changed_at=now)
         self.book.totals.jobs_gone += gone
 
-    def refresh_by_id(self, started: datetime, completed_listings: list[str]) -> None:
-        """Poll the non-terminal jobs no completed listing returned in this run."""
+    def refresh_by_id(
+        self, started: datetime, completed_listings: list[str], *, scheduled: bool = False
+    ) -> None:
+        """Poll the non-terminal jobs no completed listing returned in this run.
+
+        A scheduled sweep leaves out what the hot lane checked less than half a hot
+        interval before it started: asking again so soon costs a request and shows
+        nothing new. A sweep staff asked for asks for everything.
+        """
         listable = {k.name for k in self.provider.kinds if k.listable}
         missed = Q(tracked=True) | ~Q(kind__in=listable)
         for listing in completed_listings:
             missed |= listing_filter(self.provider, listing) & (
                 Q(last_seen_at__lt=started) | Q(last_seen_at__isnull=True)
             )
+        if scheduled and settings.JOBCENTER_HOT_SECONDS > 0:
+            recent = started - timedelta(seconds=settings.JOBCENTER_HOT_SECONDS / 2)
+            missed &= Q(last_checked_at__isnull=True) | Q(last_checked_at__lt=recent)
         candidates = list(
             Job.objects.filter(
                 missed, account=self.account, is_terminal=False, gone_at__isnull=True
