@@ -9,6 +9,7 @@ appearing on the clock (Klaviyo, Elastic Path) or are made with a chosen run tim
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -141,14 +142,12 @@ def test_elasticpath_new_jobs_appear_and_run_one_at_a_time_on_the_clock(
     assert {"pending", "started", "success"} <= statuses_seen
 
     _, entries = timeline(sandbox, account_id)
-    runs = sorted(
-        (entry["statuses"][1][0], entry["statuses"][2][0]) for entry in entries.values()
-    )
+    runs = sorted((entry["statuses"][1][0], entry["statuses"][2][0]) for entry in entries.values())
     for entry in entries.values():
-        assert entry["statuses"][0][1] == "pending" and entry["progress"] is None
-        assert [s for _, s in entry["statuses"][1:]][0] == "started"
+        assert entry["progress"] is None
+        assert [status for _, status in entry["statuses"]][:2] == ["pending", "started"]
         assert entry["statuses"][2][1] in ("success", "failed")
-    for (_, ended), (started, _) in zip(runs, runs[1:], strict=False):
+    for (_, ended), (started, _) in pairwise(runs):
         assert started >= ended  # one job at a time per store
     for started, ended in runs:
         assert 15 <= ended - started <= 25
