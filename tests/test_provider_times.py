@@ -63,7 +63,15 @@ def test_anything_else_is_a_bad_time_a_kind_of_bad_response(value: object) -> No
 def test_every_provider_reads_its_times_by_the_one_policy() -> None:
     """Each provider says whether its naive times are UTC; read_time names it in errors."""
     documented_utc = {slug: get_provider(slug).naive_times_are_utc for slug in PROVIDER_CLASSES}
-    assert documented_utc == {"klaviyo": True, "elasticpath": True, "fullstory": False}
+    assert documented_utc == {
+        "klaviyo": True,
+        "elasticpath": True,
+        "fullstory": False,
+        # The declared ones: their documented times all carry an offset (Z, +00:00, +0000).
+        "hubspot": False,
+        "mailchimp": False,
+        "salesforce": False,
+    }
     for slug in PROVIDER_CLASSES:
         provider = get_provider(slug)
         assert provider.read_time("2024-05-01T12:00:00+02:00", "created") == MAY_FIRST
