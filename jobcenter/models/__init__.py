@@ -34,7 +34,6 @@ from jobcenter.models.tokens import ApiToken
 
 __all__ = [
     "AccountStatus",
-    "DispatchBaton",
     "AlertChannel",
     "AlertChannelKind",
     "AlertDelivery",
@@ -47,6 +46,7 @@ __all__ = [
     "AppendOnlyError",
     "AuditAction",
     "AuditRecord",
+    "DispatchBaton",
     "Job",
     "JobError",
     "JobSnapshot",
