@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from jobcenter.models import Job, JobError
 from jobcenter.sync.engine import sync_account
@@ -73,7 +74,9 @@ def test_ten_thousand_imports_sync_equal_at_a_constant_cost_per_page(sandbox) ->
     assert len(state["jobs"]) == 10_000 and run.pages == 100
     checks.assert_equal_to_state(HUBSPOT, account, state)
     # Transactions of ten pages: 42 queries per ten pages, 14 for the run (measured).
-    checks.assert_constant_queries_per_page(small, big, per_page=5, fixed=20)
+    # PostgreSQL reads the new jobs' ids back after the COPY: one query more a page.
+    per_page = 5 if connection.vendor == "sqlite" else 6
+    checks.assert_constant_queries_per_page(small, big, per_page=per_page, fixed=20)
 
     # The next sync changes nothing and fetches failed imports' errors (200 a run).
     again = sync_account(account.pk)

@@ -197,7 +197,8 @@ def test_a_scrape_costs_the_same_queries_whatever_the_number_of_accounts(
         sync_account(account.pk)
     with CaptureQueriesContext(connection) as four:
         text = scrape(client)
-    assert len(four) == len(one) == 5, [q["sql"] for q in four]
+    # Five parts, one query each; with the Redis broker the queue depth is asked of Redis.
+    assert len(four) == len(one) <= 5, [q["sql"] for q in four]
     assert {"elasticpath", "klaviyo"} <= {
         dict(labels).get("provider")
         for (name, labels) in parse(text)[1]
