@@ -354,8 +354,12 @@ class DesignRun:
             time.sleep(5)
         poller.stopping.set()
         poller.join()
+        ended = time.time()
+        # Nothing changes once the cluster has stopped: a last poll then must leave every
+        # job as a full listing shows it, or the poller missed a change (Poller.missed).
+        stop(self.cluster)
         poller.poll()
-        ended, lines = time.time(), timelines()
+        lines = timelines()
         raw = {
             "window": window,
             "ended": ended,

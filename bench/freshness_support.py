@@ -210,7 +210,7 @@ def print_report(args: argparse.Namespace, results: list[dict[str, Any]]) -> Non
     row("sandbox CPU seconds (window)", lambda r: f"{r['sandbox_cpu']:.1f}")
     row("API server CPU seconds (window, polls included)", lambda r: f"{r['api_cpu']:.1f}")
     row(
-        "poller check: jobs differing from a full listing",
+        "poller check (cluster stopped): jobs unlike a full listing",
         lambda r: (
             f"{r['differ']} of {r['listed']}; failed polls {r['poll_failures']}, "
             f"tracks {r['track_failures']}"
