@@ -14,7 +14,8 @@ one attempt at one alert delivery.
 When an account is due: a queued sweep claims it for `JOBCENTER_LEASE_SECONDS` (a task
 lost before it starts is queued again after that); a sweep that starts makes it due
 again at once, but leased; one that ends sets the next sweep an interval after it
-started (`jobcenter.sync.lease`, `jobcenter.sync.bookkeeping`). So a worker killed
+started, less half a dispatch cycle (`jobcenter.sync.lease`,
+`jobcenter.sync.bookkeeping.next_sweep_at`). So a worker killed
 mid-sync delays its account by the lease plus one dispatch cycle, not an interval.
 
 The task queue is not a console: a Schedule may name only one of `TASKS` and no hook
