@@ -78,7 +78,8 @@ class HotBudget:
         if tier not in self.left:
             limits = self.provider.client.rate_limits
             limit = limits.get(tier) or limits.get("default")
-            rate = min(n / s for n, s in limit.windows) if limit else 10.0
+            # The tier's steady rate, as the client's own token bucket reads it.
+            rate = limit.token_bucket(headroom=0)[0] if limit else 10.0
             share = rate * settings.JOBCENTER_HOT_SECONDS * settings.JOBCENTER_HOT_HEADROOM
             self.left[tier] = max(1, int(share))
         if self.left[tier] < calls:
