@@ -18,6 +18,10 @@ class JobCenterConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(create_cache_table, sender=self)
+        # Every log line of a sync carries the sync's ids, whichever logger writes it.
+        from jobcenter.logcontext import install_record_factory
+
+        install_record_factory()
         # The audit log: a record per change to what staff configure, however it is made.
         from jobcenter.audit import recorder
 

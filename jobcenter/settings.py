@@ -17,6 +17,7 @@ import dj_database_url
 from csp import constants as csp_constants
 from django.core.exceptions import ImproperlyConfigured
 
+from jobcenter.logformat import logging_config
 from jobcenter.oidc import config as oidc_config
 from providers import options_from_environment, register_definitions
 
@@ -433,17 +434,12 @@ SPECTACULAR_SETTINGS = {
 LOG_FORMAT = (os.environ.get("LOG_FORMAT") or "plain").strip().lower()
 if LOG_FORMAT not in {"plain", "json"}:
     raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
-        "json": {"()": "jobcenter.logformat.JsonFormatter"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# Every line of a sync carries its ids (jobcenter.logcontext). "providers.http" logs each
+# provider request at DEBUG; JOBCENTER_PROVIDER_REQUEST_LOG_LEVEL sets its level alone.
+JOBCENTER_PROVIDER_REQUEST_LOG_LEVEL = os.environ.get("JOBCENTER_PROVIDER_REQUEST_LOG_LEVEL", "")
+LOGGING = logging_config(
+    LOG_FORMAT, os.environ.get("LOG_LEVEL", "INFO"), JOBCENTER_PROVIDER_REQUEST_LOG_LEVEL
+)
 
 # --- Job Center ------------------------------------------------------------------------
 # Hosts beside each provider's documented ones that credentials may be sent to.

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -267,7 +267,9 @@ class HttpClient:
             attempt += 1
             self._wait_for_token(tier)
             try:
-                response = self._send(method, url, params, send_headers, data, json_body)
+                response = self._send(
+                    method, url, params, send_headers, data, json_body, attempt=attempt
+                )
                 error = None if response.status_code in expected else self._error_for(response)
                 if error is None and parse_json and response.content:
                     try:
@@ -337,29 +339,73 @@ class HttpClient:
         headers: dict[str, str],
         data: Mapping[str, Any] | None,
         json_body: Any,
+        *,
+        attempt: int = 1,
     ) -> requests.Response:
         self.counters.requests += 1
         t0 = time.monotonic()
-        # The body is read here, capped and within the deadline: a connection cut
-        # mid-body is a RequestException, an oversized body a ResponseTooLarge.
-        response = fetch(
-            self.session,
-            method,
-            url,
-            params=params,
-            headers=headers,
-            data=data,
-            json=json_body,
-            timeout=self.timeout,
-        )
-        logger.debug(
-            "%s %s -> %s in %.0fms",
-            method,
-            self.redact(response.url),
-            response.status_code,
-            (time.monotonic() - t0) * 1000,
-        )
+        outcome: int | str = "?"
+        try:
+            # The body is read here, capped and within the deadline: a connection cut
+            # mid-body is a RequestException, an oversized body a ResponseTooLarge.
+            response = fetch(
+                self.session,
+                method,
+                url,
+                params=params,
+                headers=headers,
+                data=data,
+                json=json_body,
+                timeout=self.timeout,
+            )
+            outcome = response.status_code
+        except BaseException as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self._log_request(method, url, params, outcome, t0, attempt)
         return response
+
+    def _log_request(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        outcome: int | str,
+        started: float,
+        attempt: int,
+    ) -> None:
+        """One DEBUG line per attempt: method, path and query (redacted with this client's
+        secrets, in every form they take; never the host, userinfo, headers or body), the
+        status or the exception's class, milliseconds, attempt. The same as fields
+        (`http_method`, `http_path`, `http_status` or `http_error`, `http_ms`,
+        `http_attempt`) for the JSON log format."""
+        if not logger.isEnabledFor(logging.DEBUG):
+            return
+        ms = round((time.monotonic() - started) * 1000, 1)
+        prepared = requests.PreparedRequest()
+        try:
+            prepared.prepare_url(url, params)
+            parts = urlsplit(prepared.url or url)
+        except (requests.RequestException, ValueError):  # logged as it was given
+            parts = urlsplit(url)
+        path = self.redact(parts.path + (f"?{parts.query}" if parts.query else ""))
+        result = {"http_status": outcome} if isinstance(outcome, int) else {"http_error": outcome}
+        logger.debug(
+            "%s %s -> %s in %.0fms (attempt %d)",
+            method,
+            path,
+            outcome,
+            ms,
+            attempt,
+            extra={
+                "http_method": method,
+                "http_path": path,
+                **result,
+                "http_ms": ms,
+                "http_attempt": attempt,
+            },
+        )
 
     def _error_for(self, response: requests.Response) -> ProviderError:
         code = response.status_code

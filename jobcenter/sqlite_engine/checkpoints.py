@@ -18,6 +18,7 @@ connection's setting is restored.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Iterator
@@ -77,7 +78,13 @@ def background_checkpoints(alias: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
         finally:
             connections[alias].close()
 
-    helper = threading.Thread(target=checkpoint_until_stopped, name="wal-checkpoint", daemon=True)
+    # In a copy of this context: its log lines belong to the sync that started it.
+    helper = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(checkpoint_until_stopped,),
+        name="wal-checkpoint",
+        daemon=True,
+    )
     helper.start()
     try:
         yield

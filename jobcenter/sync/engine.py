@@ -24,7 +24,9 @@ One sync, step by step, and the module that does each step:
 
 While a sync runs, SQLite's WAL checkpoints move to a helper thread
 (sqlite_engine/checkpoints.py) and the garbage collector runs less often (gcpolicy.py).
-The engine reads `providers.base` types only, never a provider's JSON.
+Every log line of the run, from any logger and the prefetch thread, carries the run's
+id as `sync_run` (jobcenter/logcontext.py). The engine reads `providers.base` types
+only, never a provider's JSON.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from django.utils.dateparse import parse_datetime
 from jobcenter.accounts import build_provider, refused_settings
 from jobcenter.alerts.evaluation import evaluate_after_sync
 from jobcenter.crypto import CredentialsUnreadable
+from jobcenter.logcontext import sync_log_context
 from jobcenter.models import ProviderAccount, SyncOutcome, SyncRun, SyncTrigger
 from jobcenter.sqlite_engine.checkpoints import background_checkpoints
 from jobcenter.sync.bookkeeping import ProgressCallback, RunBook, end_interrupted_runs, skip_run
@@ -77,21 +80,23 @@ def sync_account(
     account = ProviderAccount.objects.get(pk=account_id)
     # The worker process is named, so operations (and tests) can tell which one runs it.
     run = SyncRun.objects.create(account=account, trigger=trigger, detail={"pid": os.getpid()})
-    lease = Lease(account.pk, uuid.uuid4().hex)
-    if not lease.acquire():
-        skip_run(run)
-        return run
-    try:
-        end_interrupted_runs(account, run)
-        account.refresh_from_db()
-        with background_checkpoints(), fewer_collections():
-            AccountSync(account, run, lease.owner, on_progress).run()
-    finally:
-        lease.release()
-    try:
-        evaluate_after_sync(run)
-    except Exception:  # an alert must never fail a sync
-        logger.exception("alert evaluation after sync run %s failed", run.pk)
+    # From here on every log line, from any logger and the prefetch thread, names the run.
+    with sync_log_context(run=run.pk, account=account.pk, provider=account.provider):
+        lease = Lease(account.pk, uuid.uuid4().hex)
+        if not lease.acquire():
+            skip_run(run)
+            return run
+        try:
+            end_interrupted_runs(account, run)
+            account.refresh_from_db()
+            with background_checkpoints(), fewer_collections():
+                AccountSync(account, run, lease.owner, on_progress).run()
+        finally:
+            lease.release()
+        try:
+            evaluate_after_sync(run)
+        except Exception:  # an alert must never fail a sync
+            logger.exception("alert evaluation after sync run %s failed", run.pk)
     return run
 
 

@@ -22,7 +22,9 @@ A pass holds the account's lease (a sweep and a pass never write one account at 
 writes through the sweep's `PageWriter` (a constant number of queries per batch), fetches
 the error records of jobs that just failed, and records a SyncRun (trigger "hot") only
 when it changed something or failed: a pass that finds nothing new costs its provider
-calls and a constant number of queries, and leaves no row behind.
+calls and a constant number of queries, and leaves no row behind. Its log lines carry
+the pass's own id (`sync_pass`, also kept in the row's `detail`), and `sync_run` once
+that row exists (jobcenter/logcontext.py).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from django.utils import timezone
 
 from jobcenter.accounts import build_provider
 from jobcenter.alerts.evaluation import evaluate_after_sync
+from jobcenter.logcontext import sync_log_context
 from jobcenter.models import Job, ProviderAccount, SyncOutcome, SyncRun, SyncTrigger
 from jobcenter.observability.metrics import observe_run
 from jobcenter.sync.bookkeeping import RunBook
@@ -203,9 +206,21 @@ def hot_pass(account_id: int) -> SyncRun | None:
     """One hot pass over one account; the SyncRun if it changed something or failed."""
     account = ProviderAccount.objects.get(pk=account_id)
     lease = Lease(account.pk, uuid.uuid4().hex)
+    # The pass has no SyncRun yet (it may never have one): its lines carry its own id.
+    with sync_log_context(sync_pass=lease.owner, account=account.pk, provider=account.provider):
+        return _hot_pass(account, lease)
+
+
+def _hot_pass(account: ProviderAccount, lease: Lease) -> SyncRun | None:
+    """The pass itself, inside its log context."""
     if not account.enabled or not lease.acquire(sweep=False):
         return None  # a sweep holds it, and refreshes these jobs itself
-    run = SyncRun(account=account, trigger=SyncTrigger.HOT, started_at=timezone.now())
+    run = SyncRun(
+        account=account,
+        trigger=SyncTrigger.HOT,
+        started_at=timezone.now(),
+        detail={"sync_pass": lease.owner},  # the id the pass's log lines carry
+    )
     hot = HotPass(account, run, lease.owner)
     outcome, error = SyncOutcome.SUCCEEDED, ""
     try:
@@ -233,10 +248,11 @@ def hot_pass(account_id: int) -> SyncRun | None:
         observe_run(run, outcome, counters)  # no row, but /metrics counts the pass
         return None
     hot.book.finish(outcome, error, None, counters)
-    try:
-        evaluate_after_sync(run)
-    except Exception:  # an alert must never fail a sync
-        logger.exception("alert evaluation after hot pass %s failed", run.pk)
+    with sync_log_context(run=run.pk):  # the row exists now: the rest carries its id too
+        try:
+            evaluate_after_sync(run)
+        except Exception:  # an alert must never fail a sync
+            logger.exception("alert evaluation after hot pass %s failed", run.pk)
     return run
 
 

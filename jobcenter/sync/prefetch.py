@@ -16,6 +16,9 @@ before it would wait for the provider.
 full, before it waits for room: the consumer is behind then, so work it would do for
 that page costs no time in the helper. The page is handed over only afterwards.
 
+The helper runs in a copy of the consumer's context (contextvars), so what the sync set
+there (the ids its log lines carry) holds in the helper too.
+
 Called inside an outer transaction (a caller's atomic block, a test's), pages are
 produced inline instead: the helper's own database connection (the rate limiter's
 buckets) could neither see that transaction's rows nor get past its locks.
@@ -23,6 +26,7 @@ buckets) could neither see that transaction's rows nor get past its locks.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -48,8 +52,12 @@ class Prefetched(Generic[T]):
         self.peeked: object = _NOTHING
         self.worker: threading.Thread | None = None
         if self.inline is None:
+            # In a copy of this thread's context: a new thread starts with an empty one,
+            # and the helper's log lines (the provider's requests) belong to this sync
+            # (jobcenter/logcontext.py).
+            context = contextvars.copy_context()
             self.worker = threading.Thread(
-                target=self.produce, args=(pages,), name="page-prefetch", daemon=True
+                target=context.run, args=(self.produce, pages), name="page-prefetch", daemon=True
             )
             self.worker.start()
 
