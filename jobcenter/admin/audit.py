@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.http import Http404, HttpRequest, HttpResponseBase
+from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from jobcenter.admin.common import time_column
@@ -44,6 +44,7 @@ class AuditRecordAdmin(ExportAdminMixin, admin.ModelAdmin):
     list_filter = ["action", "model", "actor", ("at", admin.DateFieldListFilter)]
     search_fields = ["object_repr", "actor"]
     actions = ["export_selected"]
+    export_formats = ("csv",)
     fields = [
         "when",
         "actor",
@@ -100,8 +101,3 @@ class AuditRecordAdmin(ExportAdminMixin, admin.ModelAdmin):
 
     def has_export_permission(self, request: HttpRequest) -> bool:
         return _superuser(request)
-
-    def export_view(self, request: HttpRequest, fmt: str) -> HttpResponseBase:
-        if fmt != "csv":
-            raise Http404("The audit log exports as CSV.")
-        return super().export_view(request, fmt)

@@ -1,10 +1,13 @@
-"""Exports in the admin: the "Export" links of the job and snapshot lists (the list's own
-filters and search), the "Export selected" actions, and a job's history from its page.
+"""Exports in the admin: the "Export" links of the job, snapshot, error record and audit
+lists (the list's own filters, search and column sort), the "Export selected" actions,
+and a job's history from its page.
 
 A mixin for the ModelAdmins in `jobcenter.admin`, over `jobcenter.exports` (the same files
 as the API) and the API's export throttle (the same counter per user). Links and actions
 show only to staff with the export permission (`jobcenter.export_job`) and the model's
-view permission; the views check the same.
+view permission; the views check the same. Rows come in the order the list shows them:
+the ChangeList resolves the column sort (`o=`), and `keyed_ordering` turns its ordering
+into a keyset key ending with the id.
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ from django.urls import URLPattern, path, reverse
 from jobcenter.exports.specs import EXPORTS, FORMATS, ExportSpec, can_export, default_ordering
 from jobcenter.exports.stream import streaming_response
 from jobcenter.exports.throttle import export_wait
+from jobcenter.queries.keyset import keyed_ordering
 
 
 class ExportAdminMixin:
     """Export links and actions for a ModelAdmin whose model `export_name` exports."""
 
     export_name: ClassVar[str]  # a key of EXPORTS
+    export_formats: ClassVar[tuple[str, ...]] = FORMATS  # the list's links, the view's formats
+    # The list with its export links; a list with a template of its own includes
+    # "admin/jobcenter/export_links.html" in its object tools.
+    change_list_template = "admin/jobcenter/export_change_list.html"
     opts: Any
     admin_site: Any
 
@@ -48,16 +56,25 @@ class ExportAdminMixin:
         ]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
-        extra = {
-            "can_export": self.has_export_permission(request),
-            "export_query": request.GET.urlencode(),
-            **(extra_context or {}),
-        }
+        extra = {"export_links": self.export_links(request), **(extra_context or {})}
         return super().changelist_view(request, extra_context=extra)  # type: ignore[misc]
 
+    def export_links(self, request: HttpRequest) -> list[tuple[str, str]]:
+        """("Export (CSV)", its URL with the list's query) per format; none without the
+        permission."""
+        if not self.has_export_permission(request):
+            return []
+        query = request.GET.urlencode()
+        name = f"admin:{self.opts.app_label}_{self.opts.model_name}_export"
+        return [
+            (f"Export ({fmt.upper()})", reverse(name, args=[fmt]) + (f"?{query}" if query else ""))
+            for fmt in self.export_formats
+        ]
+
     def export_view(self, request: HttpRequest, fmt: str) -> HttpResponseBase:
-        """Exactly the rows the list shows for these filters and search, every page."""
-        if fmt not in FORMATS:
+        """Exactly the rows the list shows for these filters and search, every page, in
+        the list's order."""
+        if fmt not in self.export_formats:
             raise Http404("No such export format.")
         if not self.has_export_permission(request):
             raise PermissionDenied
@@ -88,8 +105,9 @@ class ExportAdminMixin:
     ) -> HttpResponseBase:
         """The download, or back to the list with a message when over the export limit.
 
-        Rows come in the export's default order (newest first) unless `ordering` says
-        otherwise: the list's own column sort may name columns of other tables.
+        Rows come in `ordering`, else in the queryset's own order (a list's or its action's:
+        the list's column sort or default order), else in the export's default order (newest
+        first); ties by the id, as the list breaks them.
         """
         wait = export_wait(request)
         if wait is not None:
@@ -103,7 +121,8 @@ class ExportAdminMixin:
             return HttpResponseRedirect(
                 back or self._changelist_url() + (f"?{query}" if query else "")
             )
-        ordered = queryset.order_by(*(ordering or default_ordering(spec)))
+        given = ordering or queryset.query.order_by or default_ordering(spec)
+        ordered = queryset.order_by(*keyed_ordering(queryset.model, given))
         return streaming_response(spec, fmt, ordered, label=label)
 
     def _changelist_url(self) -> str:

@@ -117,6 +117,7 @@ class JobAdmin(live.LiveAdminMixin, ExportAdminMixin, RecordAdmin):
     live_list = "jobs"
     live_fields = live.JOB_FIELDS
     change_form_template = "admin/jobcenter/job/change_form.html"
+    change_list_template = "admin/jobcenter/job/change_list.html"  # live, tracking, export
     list_display = [
         "external_id",
         "kind_label",

@@ -1,4 +1,5 @@
-"""Admin for what a job went through: its snapshots (with their export) and error records.
+"""Admin for what a job went through: its snapshots and error records, each list with
+its exports (`jobcenter.admin.exports`).
 
 Both are read-only records written by the sync; their lists never count a whole table.
 """
@@ -46,8 +47,13 @@ class JobSnapshotAdmin(ExportAdminMixin, RecordAdmin):
 
 
 @admin.register(JobError)
-class JobErrorAdmin(RecordAdmin):
+class JobErrorAdmin(ExportAdminMixin, RecordAdmin):
+    export_name = "errors"
+    actions = ["export_selected"]
     list_display = ["job", "position", "code", "title", "message"]
+    # No filter that lists the table's distinct values: the accounts (the staff member's
+    # own) and fetch dates cost the same on any number of records.
+    list_filter = ["job__account", "fetched_at"]
     search_fields = ["=job__external_id", "message"]
     list_select_related = ["job"]
     readonly_fields = [

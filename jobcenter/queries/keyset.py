@@ -7,16 +7,20 @@ repeated when rows are inserted meanwhile.
 NULLs sort where the database puts them natively (PostgreSQL: as the largest value, so
 first in newest-first order; SQLite: as the smallest), so the existing indexes serve
 the sort on both; an explicit NULLS FIRST/LAST would make SQLite sort the whole table.
+
+A key column may be a related one (`account__name`): the admin's column sort names
+them, and its exports read by keyset like any other (`keyed_ordering`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, models
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, OrderBy, Q, QuerySet
 
 
 @dataclass(frozen=True)
@@ -29,14 +33,18 @@ class KeyPart:
     # Set where the rows are already restricted to non-null values of a nullable column:
     # conditions then are plain ranges an index can seek to (exports.keyset_chunks).
     known_not_null: bool = False
+    # A related column: its path from the ordered model ("account__name"), and whether
+    # a nullable relation on the way can make it read NULL.
+    path: str = ""
+    through_null: bool = False
 
     @property
     def name(self) -> str:
-        return self.field.attname
+        return self.path or self.field.attname
 
     @property
     def nullable(self) -> bool:
-        return self.field.null and not self.known_not_null
+        return (self.field.null or self.through_null) and not self.known_not_null
 
     @property
     def nulls_first(self) -> bool:
@@ -96,18 +104,92 @@ def ordering_key(queryset: QuerySet) -> list[KeyPart]:
             f"Keyset pagination needs an ordering ending with the id, not {ordering!r}; "
             "order the queryset in its FilterSet."
         )
-    meta = queryset.model._meta
     nulls_largest = connections[queryset.db].features.nulls_order_largest
     parts = []
     for name in ordering:
-        bare = name.lstrip("-")
-        field = meta.pk if bare == "pk" else meta.get_field(bare)
-        parts.append(KeyPart(field, name.startswith("-"), nulls_largest))
+        chain = _field_chain(queryset.model, name.lstrip("-"))
+        field = chain[-1]
+        path = "__".join([*(f.name for f in chain[:-1]), field.attname]) if len(chain) > 1 else ""
+        through_null = any(f.null for f in chain[:-1])
+        parts.append(KeyPart(field, name.startswith("-"), nulls_largest, False, path, through_null))
     return parts
 
 
+def _field_chain(model: type[models.Model], path: str) -> list[models.Field]:
+    """The fields `path` walks from `model` ("account__name": the account, its name),
+    through forward relations only (one row each: the key stays the row's own)."""
+    fields = []
+    names = path.split("__")
+    for i, name in enumerate(names):
+        meta = model._meta
+        field = meta.pk if name == "pk" else meta.get_field(name)
+        fields.append(field)
+        if i < len(names) - 1:
+            if not (field.many_to_one or field.one_to_one) or not field.concrete:
+                raise ImproperlyConfigured(f"A key column follows forward relations, not {path!r}.")
+            model = field.related_model
+    return fields
+
+
 def key_values(instance: models.Model, key: list[KeyPart]) -> list[Any]:
-    return [getattr(instance, part.name) for part in key]
+    """The key's values on a model instance (a related column through its relations)."""
+    values = []
+    for part in key:
+        value: Any = instance
+        for name in part.name.split("__"):
+            value = None if value is None else getattr(value, name)
+        values.append(value)
+    return values
+
+
+def keyed_ordering(
+    model: type[models.Model], ordering: Iterable[str | F | OrderBy]
+) -> tuple[str, ...]:
+    """`ordering` (a queryset's or the admin's: names, F(), asc()/desc()) as field paths
+    ending with the primary key, for keyset reads in the same order.
+
+    A relation orders as Django orders it, by its model's own ordering (else its id);
+    whatever follows the primary key cannot change the order and is dropped, and an
+    ordering without it ends with `-pk`, as the admin's lists make theirs total. An
+    expression other than a column, or an explicit NULLS FIRST/LAST, has no keyset
+    position: ImproperlyConfigured.
+    """
+    result: list[str] = []
+    for item in ordering:
+        for name in _expanded(model, *_named(item)):
+            result.append(name)
+            if name.lstrip("-") in ("pk", model._meta.pk.attname):
+                return tuple(result)
+    return (*result, "-pk")
+
+
+def _named(item: str | F | OrderBy) -> tuple[str, bool]:
+    """One ordering item as (field path, descending)."""
+    if isinstance(item, str) and item != "?":
+        return item.lstrip("-"), item.startswith("-")
+    if isinstance(item, F):
+        return item.name, False
+    if (
+        isinstance(item, OrderBy)
+        and isinstance(item.expression, F)
+        and not (item.nulls_first or item.nulls_last)
+    ):
+        return item.expression.name, item.descending
+    raise ImproperlyConfigured(f"No keyset order by {item!r}: order by columns.")
+
+
+def _expanded(model: type[models.Model], path: str, descending: bool) -> Iterator[str]:
+    """A path as the columns it orders by: a relation by its model's ordering, else its id."""
+    field = _field_chain(model, path)[-1]
+    head, _, last = path.rpartition("__")
+    if field.is_relation and last == field.name:  # the relation itself, not its `_id`
+        if field.related_model._meta.ordering:
+            for item in field.related_model._meta.ordering:
+                name, desc = _named(item)
+                yield from _expanded(model, f"{path}__{name}", desc != descending)
+            return
+        path = f"{head}__{field.attname}" if head else field.attname
+    yield f"-{path}" if descending else path
 
 
 def beyond_position(key: list[KeyPart], values: list[Any], backwards: bool) -> Q:
