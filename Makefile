@@ -5,17 +5,49 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser-deps demo run test lint format bench clean
+.PHONY: install lock browser-deps demo run test lint format bench clean
 
-# Reinstall only when the dependencies change: a second `make demo` starts in seconds.
-$(STAMP): pyproject.toml
+# Every package, its version and its files' sha256 come from the lock, so a fresh clone
+# installs exactly what the tests ran with; pip refuses a file whose hash differs, and
+# --no-deps installs nothing the lock does not name. The project itself goes in editable,
+# built by the lock's setuptools in the venv (an isolated build would download setuptools
+# unchecked). `pip check` then fails the install if the lock misses a dependency.
+# Reinstall only when the lock or pyproject.toml changes: a second `make demo` starts in
+# seconds.
+LOCK := requirements/lock.txt
+PIP := $(PY) -m pip --disable-pip-version-check
+QUIET_PIP := grep -v "is ignored: it is neither"
+
+$(STAMP): $(LOCK) pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "installing Job Center into $(VENV) ..."
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
-	@$(PY) -c "import django, rest_framework, django_q, openapi_core" || { echo "install failed"; exit 1; }
+	@echo "installing Job Center into $(VENV) from $(LOCK) (hashes checked) ..."
+	@$(PIP) install --quiet --require-hashes --no-deps -r $(LOCK) 2>&1 | $(QUIET_PIP); \
+		test $${PIPESTATUS[0]} -eq 0 || { echo "install failed"; exit 1; }
+	@$(PIP) install --quiet --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP); \
+		test $${PIPESTATUS[0]} -eq 0 || { echo "install failed"; exit 1; }
+	@$(PIP) check >/dev/null || { $(PIP) check; echo "$(LOCK) does not fit pyproject.toml: make lock"; exit 1; }
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Refresh the lock from pyproject.toml with pip-tools, kept in its own throwaway venv under
+# the git-ignored .cache/. Pins already in the lock stay unless pyproject.toml rules them
+# out; LOCK_ARGS="--upgrade-package Django" moves one package to its newest allowed
+# release, LOCK_ARGS=--upgrade all of them. Markers are evaluated for the python3 that
+# runs it (3.11); every file of a pinned release is hashed, so the lock installs on any
+# platform the releases have wheels for.
+PIP_TOOLS_VERSION := 7.6.2
+PIP_TOOLS := .cache/pip-tools
+LOCK_ARGS ?=
+
+lock:
+	@test -x $(PIP_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(PIP_TOOLS) && \
+		$(PIP_TOOLS)/bin/pip install --quiet --disable-pip-version-check \
+		pip-tools==$(PIP_TOOLS_VERSION) 2>&1 | $(QUIET_PIP); test $${PIPESTATUS[0]} -eq 0; }
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_TOOLS)/bin/pip-compile --quiet \
+		--generate-hashes --allow-unsafe --strip-extras --all-extras --build-deps-for editable \
+		--no-emit-index-url --no-emit-find-links -o $(LOCK) $(LOCK_ARGS) pyproject.toml \
+		2>&1 | $(QUIET_PIP); test $${PIPESTATUS[0]} -eq 0
 
 # Everything on loopback until Ctrl-C: the sandbox, a first sync, the web server and the
 # django-q2 cluster syncing every minute. Other ports: make demo DEMO_ARGS="--port 8001
