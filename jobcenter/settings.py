@@ -532,8 +532,20 @@ PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 # Retention (jobcenter.sync.retention, `manage.py prune_snapshots`): snapshots observed more
 # than this many days ago are deleted, except each job's first and last (0: keep all).
 JOBCENTER_SNAPSHOT_RETENTION_DAYS = int(os.environ.get("JOBCENTER_SNAPSHOT_RETENTION_DAYS", "0"))
-# Snapshot ids per delete transaction: the longest a prune holds its locks.
+# Rows (snapshots: ids) per delete transaction: the longest a prune holds its locks.
 JOBCENTER_RETENTION_BATCH_SIZE = int(os.environ.get("JOBCENTER_RETENTION_BATCH_SIZE", "5000"))
+# The other tables that grow (jobcenter.sync.pruning, `manage.py prune`; 0 keeps it all):
+# sync runs, error records of jobs gone this long, alert events and deliveries, django-q2
+# task rows, the audit log. Each keeps what is still read (docs/operations.md#retention).
+# `setup_schedules` keeps a daily prune while JOBCENTER_PRUNE_DAILY is on.
+JOBCENTER_SYNC_RUN_RETENTION_DAYS = env_int("JOBCENTER_SYNC_RUN_RETENTION_DAYS", 30)
+JOBCENTER_GONE_ERROR_RETENTION_DAYS = env_int("JOBCENTER_GONE_ERROR_RETENTION_DAYS", 30)
+JOBCENTER_ALERT_RETENTION_DAYS = env_int("JOBCENTER_ALERT_RETENTION_DAYS", 90)
+JOBCENTER_TASK_RETENTION_DAYS = env_int("JOBCENTER_TASK_RETENTION_DAYS", 7)
+JOBCENTER_AUDIT_RETENTION_DAYS = env_int("JOBCENTER_AUDIT_RETENTION_DAYS", 365)
+if any(days < 0 for name, days in globals().items() if name.endswith("_RETENTION_DAYS")):
+    raise ImproperlyConfigured("JOBCENTER_*_RETENTION_DAYS are >= 0 (0 keeps the table).")
+JOBCENTER_PRUNE_DAILY = env_bool("JOBCENTER_PRUNE_DAILY")
 # A job that is not terminal and has been running (or waiting) longer than this many
 # minutes counts as stuck on the dashboard and in the job list's "stuck" filter. Keys are
 # job kinds (Job.kind); "*" is the default for the rest. JSON in the environment, e.g.

@@ -49,6 +49,7 @@ from jobcenter.models import DispatchBaton, Job, ProviderAccount, SyncTrigger
 from jobcenter.models.audit import AuditAction
 from jobcenter.sync.engine import sync_account
 from jobcenter.sync.hot import hot_due, hot_pass
+from jobcenter.sync.pruning import prune
 
 SCHEDULE_NAME = "jobcenter: dispatch due syncs"
 BATON = "dispatch"
@@ -60,6 +61,7 @@ TASKS = (
     "jobcenter.tasks.run_sync",
     "jobcenter.tasks.run_hot_pass",
     "jobcenter.tasks.deliver_alert",
+    "jobcenter.tasks.prune_old_rows",
 )
 # What may be queued: the tasks, and the name `deliver_alert` had when it lived in alerts
 # (rows queued before it moved still name it).
@@ -190,6 +192,12 @@ def deliver_alert(delivery_id: int) -> str:
     earlier as "jobcenter.alerts.deliver" still run (the alerts package re-exports it).
     """
     return deliver(delivery_id)
+
+
+def prune_old_rows() -> dict[str, int]:
+    """The daily prune (`setup_schedules` with JOBCENTER_PRUNE_DAILY): every table by its
+    retention setting (`jobcenter.sync.pruning`); returns the rows deleted per table."""
+    return {done.target.name: done.result.deleted for done in prune() if done.result}
 
 
 def ensure_schedule() -> Schedule:

@@ -11,18 +11,23 @@ its locks (on SQLite the write lock, on PostgreSQL the deleted rows) for one bat
 so syncs writing snapshots and staff reading them wait at most one batch, never the
 whole prune. A crash loses nothing: the next run deletes what is left. Keeping the first
 and last needs no extra index: the two EXISTS probes use (job, observed_at).
+
+The batching is every table's: `delete_in_batches` deletes a queryset's rows window by
+window, one transaction each, over `id_ranges` (fixed ranges of ids, the snapshots') or
+`key_batches` (the next keys of the rows to delete, any key type); `jobcenter.sync.pruning`
+runs it over the other tables that grow.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, Max, Min, OuterRef, Q
+from django.db.models import Exists, Max, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from jobcenter.models import JobSnapshot
@@ -38,6 +43,7 @@ class PruneResult:
     deleted: int = 0
     seconds: float = 0.0
     batch_seconds: list[float] = field(default_factory=list)
+    target: str = "snapshots"
 
     @property
     def max_batch_seconds(self) -> float:
@@ -83,25 +89,78 @@ def prune_snapshots(
     if batch_size < 1:
         raise ValueError("batch size must be positive")
     cutoff = (now or timezone.now()) - timedelta(days=days)
-    result = PruneResult(cutoff=cutoff, batch_size=batch_size)
-    started = time.perf_counter()
     # Snapshots written after this point are new, so newer than the cutoff: the id range
     # fixed here covers everything old enough.
-    bounds = JobSnapshot.objects.filter(observed_at__lt=cutoff).aggregate(
-        low=Min("id"), high=Max("id")
+    windows = id_ranges(JobSnapshot.objects.filter(observed_at__lt=cutoff), batch_size)
+    return delete_in_batches(
+        JobSnapshot.objects.filter(deletable(cutoff)),
+        windows,
+        PruneResult(cutoff=cutoff, batch_size=batch_size),
+        dry_run=dry_run,
+        pause=pause,
+        progress=progress,
     )
+
+
+def id_ranges(old: QuerySet, batch_size: int) -> Iterator[Q]:
+    """Consecutive ranges of `batch_size` ids over the span of the `old` rows' ids.
+
+    The span is read once, at the start: a table whose new rows are never old enough
+    (snapshots) has nothing to prune past it. A range costs an index range scan
+    whatever the rows in it, so the batches' cost is even.
+    """
+    bounds = old.aggregate(low=Min("pk"), high=Max("pk"))
     if bounds["low"] is None:
-        result.seconds = time.perf_counter() - started
-        return result
-    condition = deletable(cutoff)
+        return
     for low in range(bounds["low"], bounds["high"] + 1, batch_size):
+        yield Q(pk__gte=low, pk__lt=low + batch_size)
+
+
+def key_batches(rows: QuerySet, batch_size: int) -> Iterator[Q]:
+    """The keys of the next `batch_size` rows to delete, in key order, batch after batch.
+
+    For rows to delete scattered among rows that stay (error records of gone jobs) or
+    keys that are not integers (django-q2's task ids): each batch holds `batch_size` rows
+    (the last one fewer), so n rows take ceil(n / batch_size) transactions. Each key list
+    is read outside the delete's transaction; the delete checks the condition again.
+    """
+    last = None
+    while True:
+        page = rows if last is None else rows.filter(pk__gt=last)
+        keys = list(page.order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not keys:
+            return
+        yield Q(pk__in=keys)
+        last = keys[-1]
+
+
+def delete_in_batches(
+    rows: QuerySet,
+    windows: Iterable[Q],
+    result: PruneResult,
+    *,
+    dry_run: bool = False,
+    pause: float = 0.0,
+    progress: Callable[[PruneResult], None] | None = None,
+) -> PruneResult:
+    """Delete `rows` window by window, each window in its own transaction; fill `result`.
+
+    With `dry_run`, counts each window's rows and deletes nothing. `progress` is called
+    after each batch, once its transaction has committed and before the next begins;
+    `pause` seconds are slept between batches. Only the rows' own model is counted:
+    what a delete sets to NULL elsewhere is no deleted row.
+    """
+    started = time.perf_counter()
+    label = rows.model._meta.label
+    for window in windows:
         batch_started = time.perf_counter()
-        rows = JobSnapshot.objects.filter(id__gte=low, id__lt=low + batch_size).filter(condition)
+        batch = rows.filter(window)
         if dry_run:
-            deleted = rows.count()
+            deleted = batch.count()
         else:
             with transaction.atomic():
-                deleted, _ = rows.delete()
+                _, by_model = batch.delete()
+            deleted = by_model.get(label, 0)
         result.batch_seconds.append(time.perf_counter() - batch_started)
         result.batches += 1
         result.deleted += deleted
