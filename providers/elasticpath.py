@@ -8,14 +8,16 @@ one listing (`pcm-jobs`) whose records carry their own kind: the job's `attribut
 which are kept under their own name rather than dropped.
 
 Authentication is a client-credentials token from `POST /oauth/access_token` (form body,
-token fields at the top level of the answer). The token is kept for its lifetime and
-renewed shortly before it expires; a 401 renews it once and retries once, and a second
-401 is an authentication failure. The client secret travels only in that form body.
+token fields at the top level of the answer), through the same client-credentials code
+as a declared provider (`providers.declarative.auth.ClientCredentials`): the token is
+kept in a cache of the process for its lifetime, shared by every sync and hot pass of
+the store, and renewed shortly before it expires; a 401 renews it once and retries once,
+and a second 401 is an authentication failure. The client secret travels only in that
+form body.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -31,6 +33,7 @@ from providers.base import (
     Provider,
     Status,
 )
+from providers.declarative.auth import ClientCredentials
 from providers.errors import AccessDenied, AuthError, BadResponse, InvalidCursor, RequestRejected
 from providers.http import RateLimit
 
@@ -40,9 +43,20 @@ JOBS_PATH = "/pcm/jobs"
 MAX_PAGE_LIMIT = 100
 # Elastic Path's soft limit on page[offset]: deeper pages are refused.
 MAX_OFFSET = 10_000
-# Renew this long before the token's end, but never more than a tenth of its lifetime
-# (a token of a few seconds would otherwise be renewed before every request).
-RENEW_MARGIN_SECONDS = 60.0
+# The client-credentials exchange, as the declarative engine's OAuth scheme reads it:
+# renewed a minute before the token's end (never more than a tenth of its lifetime),
+# `expires_in`, else `expires` (epoch), else the documented hour.
+TOKEN_AUTH: dict[str, Any] = {
+    "kind": "oauth2_client_credentials",
+    "token_path": OAUTH_PATH,
+    "client_id": "{client_id}",
+    "client_secret": "{client_secret}",
+    "token": "access_token",
+    "expires_in": "expires_in",
+    "expires_at": "expires",
+    "default_lifetime": 3600,
+    "renew_margin": 60,
+}
 KIND_MAX_LENGTH = 100  # Job.kind's column width
 
 STATUS_MAP: dict[str, Status] = {
@@ -86,9 +100,8 @@ class ElasticPathProvider(Provider):
 
     def __init__(self, credentials: Mapping[str, str], **kwargs: Any) -> None:
         super().__init__(credentials, **kwargs)
-        self._token: str | None = None
-        self._token_renew_at = 0.0  # time.monotonic() after which the token is renewed
-        self.token_requests = 0
+        # One token per store and key, shared by this process's syncs and hot passes.
+        self.oauth = ClientCredentials(TOKEN_AUTH, self.credentials, self.client, self.label)
         # Smaller pages only for tests and odd stores; 100 is Elastic Path's maximum.
         limit = int(self.options.get("page_limit") or MAX_PAGE_LIMIT)
         self.page_limit = min(MAX_PAGE_LIMIT, max(1, limit))
@@ -145,52 +158,16 @@ class ElasticPathProvider(Provider):
         return "; ".join(texts) or response.text
 
     # -- the token --------------------------------------------------------------------
+    @property
+    def token_requests(self) -> int:
+        """Token requests this instance made (a cached token costs none)."""
+        return self.oauth.token_requests
+
     def access_token(self) -> str:
-        """The current token, fetched or renewed when it is missing or about to expire."""
-        if self._token is None or time.monotonic() >= self._token_renew_at:
-            self.renew_token()
-        assert self._token is not None
-        return self._token
-
-    def renew_token(self) -> None:
-        """Ask for a new client-credentials token; refused credentials are an AuthError."""
-        self.token_requests += 1
-        self._token = None
-        self.client.auth_headers.pop("Authorization", None)
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": self.credentials.get("client_id", ""),
-            "client_secret": self.credentials.get("client_secret", ""),
-        }
-        try:
-            body = self.client.request_json("POST", OAUTH_PATH, data=form, authenticated=False)
-        except RequestRejected as exc:  # 400/422: the key itself is malformed or unknown
-            raise AuthError(
-                f"authentication failed: {exc.message}", status_code=exc.status_code
-            ) from None
-        token = body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token:
-            raise BadResponse(
-                "Elastic Path's token answer has no access_token",
-                excerpt=self.client.excerpt(body),
-            )
-        self.client.add_secret(token)
-        lifetime = self._lifetime(body)
-        margin = min(RENEW_MARGIN_SECONDS, lifetime / 10)
-        self._token = token
-        self._token_renew_at = time.monotonic() + max(0.0, lifetime - margin)
-        self.client.auth_headers["Authorization"] = f"Bearer {token}"
-
-    @staticmethod
-    def _lifetime(body: Mapping[str, Any]) -> float:
-        """Seconds the token lives: `expires_in`, else `expires` (epoch) against our clock."""
-        expires_in = body.get("expires_in")
-        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
-            return max(0.0, float(expires_in))
-        expires = body.get("expires")
-        if isinstance(expires, int | float) and not isinstance(expires, bool):
-            return max(0.0, float(expires) - time.time())
-        return 3600.0  # the documented lifetime ("expire within 1 hour")
+        """The client's current token, from the process's cache or asked for anew."""
+        self.oauth.ensure()
+        assert self.oauth.token is not None
+        return self.oauth.token
 
     def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET with the bearer token; a 401 renews the token once and retries once."""
@@ -200,7 +177,7 @@ class ElasticPathProvider(Provider):
         except AccessDenied:
             raise
         except AuthError:
-            self.renew_token()
+            self.oauth.renew(refused=self.oauth.token)
         try:
             return self.client.request_json("GET", path, params=params)
         except AccessDenied:
@@ -215,7 +192,7 @@ class ElasticPathProvider(Provider):
 
     # -- the calls the sync engine makes ----------------------------------------------
     def check_credentials(self) -> None:
-        self.renew_token()
+        self.oauth.renew()  # a new token: the key itself is what staff test
         self._get(JOBS_PATH, {"page[offset]": 0, "page[limit]": 1})
 
     def iter_pages(self, listing: str, cursor: str | None = None) -> Iterator[JobPage]:

@@ -37,3 +37,12 @@ def django_db_setup(django_db_setup: None) -> None:
     if bucket_file:
         for suffix in ("", "-wal", "-shm"):
             Path(bucket_file + suffix).unlink(missing_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_oauth_tokens() -> None:
+    """Each test asks for its own client-credentials tokens: the process's token cache
+    (providers.declarative.auth) would otherwise carry one test's token into the next."""
+    from providers.declarative.auth import forget_tokens
+
+    forget_tokens()

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from openapi_schema_validator import OAS30Validator
 
-from providers import elasticpath, get_provider
+from providers import get_provider
 from providers.base import JobPage, Status
+from providers.declarative import auth as oauth
 from providers.elasticpath import LISTING, ElasticPathProvider
 from providers.errors import AuthError, BadTime, InvalidCursor, NotFound
 from providers.http import RateLimit, RetryPolicy
@@ -320,7 +321,7 @@ def test_a_short_lived_token_is_renewed_before_it_expires(
     described, credentials = make_store(sandbox, seed=4, jobs_per_kind=1, token_lifetime=2)
     now = [time.monotonic()]
     fake_time = SimpleNamespace(monotonic=lambda: now[0], time=time.time)
-    monkeypatch.setattr(elasticpath, "time", fake_time)
+    monkeypatch.setattr(oauth, "time", fake_time)
 
     def advance(seconds: float) -> None:
         now[0] += seconds
