@@ -1,12 +1,16 @@
 """Freshness benchmark: how long after a provider-side change the API shows it.
 
-`python bench/freshness.py --accounts N --minutes M [--workers K]` runs two designs one
+`python bench/freshness.py --accounts N --minutes M [--workers K]` runs three designs one
 after the other, each on a fresh database, a fresh sandbox process and a real cluster:
 
 - this design: the cluster's settings as they are (JOBCENTER_DISPATCH_SECONDS=5, a
   dispatcher loop, and JOBCENTER_HOT_SECONDS=15, a hot lane refreshing unfinished jobs);
 - the old one: JOBCENTER_DISPATCH_SECONDS=0 JOBCENTER_HOT_SECONDS=0 (the Schedule
-  dispatches due sweeps once a minute, for accounts whose minute has passed).
+  dispatches due sweeps once a minute, for accounts whose minute has passed);
+- the old one sweeping faster, to reach the freshness target without a hot lane: the
+  same settings, and the bench queues a sweep (the Schedule's task) of every account
+  every --old-sweep-seconds (28 by default), the accounts spread over that period. Its
+  requests per account-minute are what the target costs the old design.
 
 Each run: `python -m providers.sandbox` (rate limits on, faults off), `migrate`, N
 accounts in turn over Klaviyo, Elastic Path and Fullstory (the sandboxes whose jobs keep
@@ -21,7 +25,7 @@ the window of M minutes starts; the bench polls /api/v1/jobs/ every --poll-secon
 and after the window keeps polling (up to --drain-seconds) until every change of the
 window has shown. bench/freshness_truth.py defines the changes and the delays.
 
-Printed side by side: p95 / p50 / max delay of running-job changes and of new jobs (the
+Printed side by side (this design first): p95 / p50 / max delay of running-job changes and of new jobs (the
 first number after "p95" on each of those two lines is this design's), of changes from
 before their job showed, provider requests per account-minute and 429s (the sandbox's
 per-account counts; faults are off, so every 429 is our own pacing's), worker CPU
@@ -29,9 +33,11 @@ seconds (utime + stime of the qcluster process tree, children included, from /pr
 over the window; then sync runs, each provider's figures, the mean gap between two
 sweeps of an account, the sandbox's and the API server's CPU over the window, and a
 check of the poller against a full listing. Each run's raw data (timelines and polled
-states) is left in its temporary directory as raw.json.
+states) is left in its temporary directory as raw.json, and the window's provider
+requests (method, path, query, status) as requests.json.
 
 Usage: python bench/freshness.py [--accounts 20] [--minutes 3] [--workers 2]
+       [--old-sweep-seconds 28]
        [--database-url postgres://.../name] [--redis redis://127.0.0.1:6379/N]
 """
 
@@ -184,6 +190,35 @@ class Batches(threading.Thread):
                 self.failures += 1
 
 
+class Sweeper(threading.Thread):
+    """The old design at a faster pace: a sweep (the task the Schedule queues) of every
+    account every `every` seconds, the accounts spread evenly over the period."""
+
+    def __init__(self, account_ids: list[int], every: float) -> None:
+        super().__init__(daemon=True)
+        self.account_ids, self.every = account_ids, every
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        from django.db import connection
+
+        from jobcenter.models import SyncTrigger
+        from jobcenter.tasks import enqueue_sync
+
+        step = self.every / max(1, len(self.account_ids))
+        due = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                for account_id in self.account_ids:
+                    self.stopping.wait(max(0.0, due - time.monotonic()))
+                    if self.stopping.is_set():
+                        return
+                    enqueue_sync(account_id, SyncTrigger.SCHEDULE)
+                    due += step
+        finally:
+            connection.close()
+
+
 def run_design(design: str, args: argparse.Namespace, result_path: str) -> None:
     """One design, start to end, in this (child) process: its own Django and database."""
     workdir = tempfile.mkdtemp(prefix=f"jobcenter-bench-freshness-{design}-")
@@ -322,6 +357,16 @@ class DesignRun:
             "api_cpu": tree_cpu_seconds(self.api.pid),
         }
 
+    def save_request_log(self, window: tuple[float, float]) -> None:
+        """The window's provider requests (no headers), for a look at where they go."""
+        keep = ("time", "provider", "account", "method", "path", "query_string", "status")
+        entries = [
+            {k: e.get(k) for k in keep}
+            for e in self.sandbox.requests()
+            if window[0] <= e["time"] < window[1] and e.get("account") in self.provider_of
+        ]
+        Path(self.workdir, "requests.json").write_text(json.dumps(entries))
+
     def measure(self) -> dict[str, Any]:
         """Warm up, measure the window, drain; the figures of this design."""
         from providers import get_provider
@@ -332,11 +377,15 @@ class DesignRun:
         poller.start()
         batches.start()
         self.warm_up()
+        sweeper = Sweeper(list(self.sandbox_of), self.args.old_sweep_seconds)
+        if self.design == "fast":
+            sweeper.start()
         first = self.sample()
         window = (first["time"], first["time"] + 60 * self.args.minutes)
         time.sleep(max(0.0, window[1] - time.time()))
         last = self.sample()
         batches.stopping.set()
+        self.save_request_log(window)
         log(self.design, "window over; draining")
         tracked_kinds = {k.name for s in self.slugs for k in get_provider(s).tracked_kinds()}
 
@@ -353,6 +402,7 @@ class DesignRun:
                 break
             time.sleep(5)
         poller.stopping.set()
+        sweeper.stopping.set()
         poller.join()
         ended = time.time()
         # Nothing changes once the cluster has stopped: a last poll then must leave every
@@ -448,6 +498,13 @@ def main() -> int:
         default=None,
         help="broker and rate-limit buckets; this Redis database is EMPTIED",
     )
+    parser.add_argument(
+        "--old-sweep-seconds",
+        type=float,
+        default=28.0,
+        help="the third run: the old design with a sweep of every account this often, "
+        "queued by the bench (0: no third run)",
+    )
     parser.add_argument("--poll-seconds", type=float, default=2.0)
     parser.add_argument("--drain-seconds", type=float, default=180.0)
     parser.add_argument("--seed", type=int, default=1)
@@ -458,7 +515,7 @@ def main() -> int:
         run_design(args.child, args, args.result)
         return 0
     results = []
-    for design in DESIGNS:
+    for design in [d for d in DESIGNS if d != "fast" or args.old_sweep_seconds > 0]:
         with tempfile.NamedTemporaryFile(suffix=".json") as result:
             child = [sys.executable, __file__, *sys.argv[1:], "--child", design, "--result"]
             done = subprocess.run([*child, result.name], cwd=ROOT, check=False)
