@@ -31,7 +31,15 @@ PAGES = [README, *DOCS]
 README_MAX_LINES = 150
 
 # Top-level folders whose paths the docs name in backticks.
-PATH_ROOTS = ("jobcenter/", "providers/", "tests/", "bench/", "docs/", "templates/")
+PATH_ROOTS = (
+    "jobcenter/",
+    "providers/",
+    "tests/",
+    "bench/",
+    "docs/",
+    "templates/",
+    "requirements/",
+)
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 INLINE_CODE = re.compile(r"`([^`\n]+)`")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
