@@ -416,12 +416,16 @@ class Contender(threading.Thread):
 
 
 def measure_prune(days: int, jobs: int, log: Callable[[str], None]) -> list[Row]:
-    """Prune with a reader and a writer running; check first and last of each job kept."""
+    """Prune with a reader and a writer running; check first and last of each job kept,
+    and no more but the snapshot an alert's episode rests on."""
     from django.db import connection
 
+    from jobcenter.alerts.ledger import JOB_EVENT_STATES
     from jobcenter.sync.retention import prune_snapshots
 
     table = connection.ops.quote_name("jobcenter_jobsnapshot")
+    jobs_table = connection.ops.quote_name("jobcenter_job")
+    alerting = [status for states in JOB_EVENT_STATES.values() for status in states]
     # The writer adds snapshots to jobs 1..WRITER_JOBS, which moves their "last": they are
     # left out of the check. Seeded ids follow observed time within a job, so the first
     # and last snapshot of a job are its lowest and highest id.
@@ -450,17 +454,21 @@ def measure_prune(days: int, jobs: int, log: Callable[[str], None]) -> list[Row]
         kept = cursor.fetchone() == ends_before
         cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE id > %s", [max_id_before])  # noqa: S608
         written = cursor.fetchone()[0]
-        # Older than the cutoff, only a job's first and last may be left.
+        # Older than the cutoff, only a job's first and last may be left, and for a job
+        # in an alerting state its last snapshot before it (seeded jobs end in their status).
+        marks = ", ".join(["%s"] * len(alerting))
         cursor.execute(
-            f"SELECT COUNT(*) FROM (SELECT job_id FROM {table} WHERE observed_at < %s "  # noqa: S608
-            "GROUP BY job_id HAVING COUNT(*) > 2) AS crowded",
-            [result.cutoff],
+            f"SELECT COUNT(*) FROM (SELECT s.job_id FROM {table} s JOIN {jobs_table} j "  # noqa: S608
+            "ON j.id = s.job_id WHERE s.observed_at < %s AND s.job_id > %s "
+            "GROUP BY s.job_id, j.status HAVING COUNT(*) > "
+            f"CASE WHEN j.status IN ({marks}) THEN 3 ELSE 2 END) AS crowded",
+            [result.cutoff, WRITER_JOBS, *alerting],
         )
         kept = kept and cursor.fetchone()[0] == 0
     log(
         f"prune: {result.deleted:,} of {total_before:,} deleted in {result.seconds:.1f}s, "
-        f"{result.batches} batches; first/last kept: {kept}; {written} snapshots written "
-        "meanwhile"
+        f"{result.batches} batches; first/last (and episodes) kept: {kept}; "
+        f"{written} snapshots written meanwhile"
     )
     reader, writer = (max(c.latencies) * 1000 for c in contenders)
     batch = result.max_batch_seconds * 1000

@@ -530,7 +530,8 @@ if JOBCENTER_METRICS_TOKEN and len(JOBCENTER_METRICS_TOKEN) < 32:
 # from the environment itself; jobcenter.observability.files empties it on a fresh start).
 PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 # Retention (jobcenter.sync.retention, `manage.py prune_snapshots`): snapshots observed more
-# than this many days ago are deleted, except each job's first and last (0: keep all).
+# than this many days ago are deleted, except each job's first and last and the snapshot
+# its alerts' episode rests on (0: keep all).
 JOBCENTER_SNAPSHOT_RETENTION_DAYS = int(os.environ.get("JOBCENTER_SNAPSHOT_RETENTION_DAYS", "0"))
 # Rows (snapshots: ids) per delete transaction: the longest a prune holds its locks.
 JOBCENTER_RETENTION_BATCH_SIZE = int(os.environ.get("JOBCENTER_RETENTION_BATCH_SIZE", "5000"))

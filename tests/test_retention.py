@@ -1,4 +1,5 @@
-"""Snapshot retention: old history goes, each job's first and last stay, locks stay short."""
+"""Snapshot retention: old history goes, each job's first and last stay, and the snapshots
+its alerts' episodes rest on, so no alert is sent twice; locks stay short."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.core import mail
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.db.models import Min
@@ -17,8 +19,22 @@ from django.test import override_settings
 from django.utils import timezone
 
 from bench.seed import seed
-from jobcenter.models import Job, JobSnapshot, ProviderAccount
+from jobcenter.alerts.evaluation import evaluate_after_sync
+from jobcenter.alerts.ledger import JOB_EVENT_STATES
+from jobcenter.models import (
+    AlertChannel,
+    AlertDelivery,
+    AlertEvent,
+    AlertRule,
+    Job,
+    JobSnapshot,
+    ProviderAccount,
+    SyncRun,
+)
+from jobcenter.sync.engine import AccountSync
+from jobcenter.sync.pruning import prune
 from jobcenter.sync.retention import PruneResult, prune_snapshots
+from providers.base import JobErrorRecord, JobRecord, Status
 
 
 def make_job(name: str = "a") -> Job:
@@ -36,11 +52,14 @@ def snap(job: Job, days_ago: float, status: str = "running") -> JobSnapshot:
 
 
 def expected_survivors(cutoff: object) -> set[int]:
-    """Ids that must stay: everything since the cutoff, and each job's first and last."""
+    """Ids that must stay: everything since the cutoff, each job's first and last, and its
+    last (by id) outside each alerting state set, an alert's episode."""
     keep: set[int] = set()
     first: dict[int, tuple] = {}
     last: dict[int, tuple] = {}
-    for pk, job_id, observed in JobSnapshot.objects.values_list("id", "job_id", "observed_at"):
+    episodes: dict[tuple[int, int], int] = {}
+    rows = JobSnapshot.objects.values_list("id", "job_id", "observed_at", "status")
+    for pk, job_id, observed, status in rows:
         key = (observed, pk)
         if job_id not in first or key < first[job_id]:
             first[job_id] = key
@@ -48,7 +67,11 @@ def expected_survivors(cutoff: object) -> set[int]:
             last[job_id] = key
         if observed >= cutoff:
             keep.add(pk)
-    return keep | {key[1] for key in first.values()} | {key[1] for key in last.values()}
+        for n, states in enumerate(JOB_EVENT_STATES.values()):
+            if status not in states:
+                episodes[job_id, n] = max(episodes.get((job_id, n), 0), pk)
+    ends = {key[1] for key in first.values()} | {key[1] for key in last.values()}
+    return keep | ends | set(episodes.values())
 
 
 @pytest.mark.django_db
@@ -99,6 +122,82 @@ def test_command_uses_the_setting_counts_on_dry_run_and_refuses_nonsense() -> No
         call_command("prune_snapshots", "--days", "0")
     with pytest.raises(ValueError, match="at least one day"):
         prune_snapshots(0)
+
+
+def observe(account: ProviderAccount, status: Status, failed: int) -> SyncRun:
+    """One sync run that sees the job in `status` through the engine's write path, then
+    the alert evaluation that follows every sync."""
+    run = SyncRun.objects.create(account=account, trigger="manual")
+    engine = AccountSync(account, run, owner="test")
+    errors = [JobErrorRecord(message=f"row {n} refused", code="invalid") for n in range(failed)]
+    record = JobRecord(
+        kind="catalog-item-bulk-create-job",
+        external_id="job-1",
+        status=status,
+        provider_status="complete" if status == Status.FAILED else "processing",
+        raw={"id": "job-1", "status": status.value, "failed": failed},
+        total_count=10,
+        completed_count=10 - failed,
+        failed_count=failed,
+        errors=errors if status == Status.FAILED else None,
+    )
+    engine.pages.apply_records([record])
+    run.outcome, run.finished_at = "succeeded", timezone.now()
+    run.save()
+    evaluate_after_sync(run)
+    return run
+
+
+def prune_snapshots_by(entry: str, dry_run: bool) -> int:
+    """Prune snapshots by one of the three ways in; returns what it deleted (or would)."""
+    if entry == "prune_snapshots":
+        return prune_snapshots(dry_run=dry_run, batch_size=2).deleted
+    if entry == "prune":
+        outcome = prune(["snapshots"], dry_run=dry_run, batch_size=2)[0]
+        assert outcome.result is not None
+        return outcome.result.deleted
+    out = StringIO()
+    call_command("prune", "--only", "snapshots", *(["--dry-run"] if dry_run else []), stdout=out)
+    return int(out.getvalue().split()[3 if dry_run else 2].replace(",", ""))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("entry", ["prune_snapshots", "prune", "command"])
+@override_settings(JOBCENTER_SNAPSHOT_RETENTION_DAYS=30, JOBCENTER_SITE_URL="http://jc.test")
+def test_pruning_snapshots_never_makes_a_job_still_failed_alert_again(entry: str) -> None:
+    """The ledger's episode of a failed job is its last snapshot before it failed, a
+    middle one: pruning keeps it, so the job, still failed, is the same episode."""
+    channel = AlertChannel.objects.create(name="ops", kind="email", recipients="ops@example.com")
+    AlertRule.objects.create(name="failures", channel=channel, on_job_failed=True)
+    account = ProviderAccount.objects.create(name="ledger", provider="klaviyo")
+    ProviderAccount.objects.filter(pk=account.pk).update(lease_owner="test")
+    observe(account, Status.RUNNING, 0)
+    observe(account, Status.QUEUED, 0)  # requeued by the provider
+    observe(account, Status.RUNNING, 0)
+    observe(account, Status.FAILED, 10)  # the alert: episode = the snapshot before
+    observe(account, Status.FAILED, 9)  # still failed, counts moved: no alert
+    event = AlertEvent.objects.get()
+    assert (AlertDelivery.objects.count(), len(mail.outbox)) == (1, 1)
+    snapshots = list(JobSnapshot.objects.order_by("id").values_list("id", "status"))
+    assert [status for _, status in snapshots] == ["running", "queued", "running"] + ["failed"] * 2
+    assert event.episode == snapshots[2][0]  # the ledger's: the last one not failed
+    JobSnapshot.objects.update(observed_at=timezone.now() - timedelta(days=40))  # all old
+
+    would = prune_snapshots_by(entry, dry_run=True)
+    deleted = prune_snapshots_by(entry, dry_run=False)
+
+    # Kept: the first, the episode's, the last; the two middle ones went.
+    kept = set(JobSnapshot.objects.values_list("id", flat=True))
+    assert kept == {snapshots[0][0], snapshots[2][0], snapshots[4][0]}
+    assert would == deleted == 2
+    assert prune_snapshots_by(entry, dry_run=False) == 0
+    observe(account, Status.FAILED, 8)  # still failed, evaluated again: the same episode
+    assert list(AlertEvent.objects.all()) == [event]
+    assert (AlertDelivery.objects.count(), len(mail.outbox)) == (1, 1)
+    observe(account, Status.RUNNING, 0)  # retried, and failed again: a new episode
+    observe(account, Status.FAILED, 10)
+    assert AlertEvent.objects.count() == 2
+    assert (AlertDelivery.objects.count(), len(mail.outbox)) == (2, 2)
 
 
 class Worker(threading.Thread):

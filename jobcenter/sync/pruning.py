@@ -4,7 +4,9 @@ Each table is a `Target`: its setting (days; 0 keeps the table whole) and the ro
 go, older than the cutoff but not what Job Center still reads, which is kept whatever
 its age (each target says what, `protects`):
 
-- snapshots: each job's first and last (`jobcenter.sync.retention`);
+- snapshots: each job's first and last, and its last before each alerting state (the
+  episode of its alerts: without it a job still failed would alert again;
+  `jobcenter.sync.retention`);
 - sync runs: each account's latest run (the dashboard's sync health), its latest
   successful run (the episode of its account alerts: without it an account still
   failing would alert again), and runs still running;
@@ -55,17 +57,17 @@ from jobcenter.models import (
     AlertEventState,
     Job,
     JobError,
-    JobSnapshot,
     SyncOutcome,
     SyncRun,
 )
 from jobcenter.models.audit import AuditAction, AuditRecord
 from jobcenter.sync.retention import (
     PruneResult,
-    deletable,
     delete_in_batches,
     id_ranges,
     key_batches,
+    old_snapshots,
+    snapshots_that_go,
 )
 
 PRUNE_TASK = "jobcenter.tasks.prune_old_rows"
@@ -178,9 +180,10 @@ TARGETS: tuple[Target, ...] = (
         "snapshots",
         "JOBCENTER_SNAPSHOT_RETENTION_DAYS",
         "snapshots observed",
-        "each job's first and last",
-        lambda cutoff: JobSnapshot.objects.filter(deletable(cutoff)),
-        id_ranges_over=lambda cutoff: JobSnapshot.objects.filter(observed_at__lt=cutoff),
+        "each job's first and last, and its last before each alerting state (the "
+        "episode of its alerts)",
+        snapshots_that_go,
+        id_ranges_over=old_snapshots,
     ),
     Target(
         "sync-runs",

@@ -1,4 +1,4 @@
-"""Snapshot retention: delete old history, keep each job's first and last snapshot.
+"""Snapshot retention: delete old history, keep each job's ends and its alerts' episodes.
 
 Snapshots grow with every observed change, for years. Old intermediate states are rarely
 read; a job's first snapshot (how it started) and last one (how it is or ended) are what
@@ -6,11 +6,26 @@ its page and the exports need. So pruning deletes snapshots observed before the 
 unless they are the first or the last of their job (by observed time, then id, the
 timeline's own order), whatever their age.
 
+One more snapshot per job may stay: the alert ledger's episode. A job alert's episode is
+the id of the job's last snapshot outside the alerting state (`JOB_EVENT_STATES` in
+`jobcenter.alerts.ledger`: failed; partly failed; queued or running), recomputed at every
+evaluation: a job failed for months has as episode the snapshot from before it failed, a
+middle one. Were it deleted, the next evaluation of the still failed job would find an
+older snapshot, a new episode, and send the alert again. So for each of those state sets
+the job's last snapshot outside it (by id, the ledger's order) is kept, whatever its age:
+then no prune can change an episode, and a job still in its state alerts once. The rule
+rests on the snapshots alone, not on the alert events that name the episodes: it holds
+for rules that have not fired yet, and for an alert recorded while a prune runs (a
+NOT EXISTS on the events would miss one committed after the delete's statement began).
+It costs at most one snapshot per job in an alerting state (the last before it failed,
+say); a job that left the state needs no more than its last.
+
 It walks the table by id range, one short transaction per range: each transaction holds
 its locks (on SQLite the write lock, on PostgreSQL the deleted rows) for one batch only,
 so syncs writing snapshots and staff reading them wait at most one batch, never the
-whole prune. A crash loses nothing: the next run deletes what is left. Keeping the first
-and last needs no extra index: the two EXISTS probes use (job, observed_at).
+whole prune. A crash loses nothing: the next run deletes what is left. The rule needs no
+extra index: its EXISTS probes all use (job, observed_at). `prune_snapshots` and
+`manage.py prune --only snapshots` delete the same rows (`snapshots_that_go`).
 
 The batching is every table's: `delete_in_batches` deletes a queryset's rows window by
 window, one transaction each, over `id_ranges` (fixed ranges of ids, the snapshots') or
@@ -30,6 +45,7 @@ from django.db import transaction
 from django.db.models import Exists, Max, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from jobcenter.alerts.ledger import JOB_EVENT_STATES
 from jobcenter.models import JobSnapshot
 
 
@@ -51,7 +67,8 @@ class PruneResult:
 
 
 def deletable(cutoff: datetime) -> Q:
-    """Snapshots older than `cutoff` with an earlier and a later one of the same job."""
+    """Snapshots older than `cutoff` with an earlier and a later one of the same job, on
+    which no alert episode rests (`not_an_episode`)."""
     same_job = JobSnapshot.objects.filter(job_id=OuterRef("job_id"))
     earlier = same_job.filter(
         Q(observed_at__lt=OuterRef("observed_at"))
@@ -61,7 +78,38 @@ def deletable(cutoff: datetime) -> Q:
         Q(observed_at__gt=OuterRef("observed_at"))
         | Q(observed_at=OuterRef("observed_at"), id__gt=OuterRef("id"))
     )
-    return Q(observed_at__lt=cutoff) & Q(Exists(earlier)) & Q(Exists(later))
+    return Q(observed_at__lt=cutoff) & Q(Exists(earlier)) & Q(Exists(later)) & not_an_episode()
+
+
+def not_an_episode() -> Q:
+    """Snapshots no alert's episode rests on: for every alerting state set, the snapshot
+    is in it, or a later snapshot (by id, the ledger's order) of its job is outside it.
+    The one that is neither is its job's last outside the set: the episode
+    `jobcenter.alerts.ledger.job_rows` computes for the set's event.
+
+    "Later" also asks for an observed time not earlier, so each probe is a range of the
+    (job, observed_at) index; that can only keep more (a later id observed earlier,
+    workers' clocks apart), never less. A snapshot in a set is not probed for it.
+    """
+    after = JobSnapshot.objects.filter(
+        job_id=OuterRef("job_id"),
+        observed_at__gte=OuterRef("observed_at"),
+        id__gt=OuterRef("id"),
+    )
+    condition = Q()
+    for states in JOB_EVENT_STATES.values():
+        condition &= Q(status__in=states) | Q(Exists(after.exclude(status__in=states)))
+    return condition
+
+
+def old_snapshots(cutoff: datetime) -> QuerySet[JobSnapshot]:
+    """Snapshots observed before `cutoff`: the span of ids the batches cover."""
+    return JobSnapshot.objects.filter(observed_at__lt=cutoff)
+
+
+def snapshots_that_go(cutoff: datetime) -> QuerySet[JobSnapshot]:
+    """What a snapshot prune deletes, both `prune_snapshots` and `pruning.prune`."""
+    return JobSnapshot.objects.filter(deletable(cutoff))
 
 
 def prune_snapshots(
@@ -73,7 +121,8 @@ def prune_snapshots(
     dry_run: bool = False,
     progress: Callable[[PruneResult], None] | None = None,
 ) -> PruneResult:
-    """Delete snapshots observed more than `days` ago, except each job's first and last.
+    """Delete snapshots observed more than `days` ago, except each job's first and last
+    and those an alert episode rests on (see the module's docstring).
 
     `days` defaults to JOBCENTER_SNAPSHOT_RETENTION_DAYS, `batch_size` (snapshot ids per
     transaction) to JOBCENTER_RETENTION_BATCH_SIZE. `pause` seconds are slept between
@@ -91,9 +140,9 @@ def prune_snapshots(
     cutoff = (now or timezone.now()) - timedelta(days=days)
     # Snapshots written after this point are new, so newer than the cutoff: the id range
     # fixed here covers everything old enough.
-    windows = id_ranges(JobSnapshot.objects.filter(observed_at__lt=cutoff), batch_size)
+    windows = id_ranges(old_snapshots(cutoff), batch_size)
     return delete_in_batches(
-        JobSnapshot.objects.filter(deletable(cutoff)),
+        snapshots_that_go(cutoff),
         windows,
         PruneResult(cutoff=cutoff, batch_size=batch_size),
         dry_run=dry_run,

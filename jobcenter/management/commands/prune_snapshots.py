@@ -1,4 +1,5 @@
-"""`manage.py prune_snapshots [--days N]`: delete old history, keep each job's ends.
+"""`manage.py prune_snapshots [--days N]`: delete old history, keep each job's ends and
+the snapshots its alerts' episodes rest on.
 
 Run it daily (cron, a django-q2 Schedule, a Kubernetes CronJob); see jobcenter.sync.retention.
 """
@@ -17,7 +18,8 @@ from jobcenter.sync.retention import PruneResult, prune_snapshots
 class Command(AuditedCommand):
     help = (
         "Delete snapshots observed more than N days ago (JOBCENTER_SNAPSHOT_RETENTION_DAYS), "
-        "except the first and last of each job, in short batches."
+        "except the first and last of each job and its last before each alerting state "
+        "(the episode of its alerts), in short batches."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -67,7 +69,8 @@ class Command(AuditedCommand):
         verb = "would delete" if options["dry_run"] else "deleted"
         self.stdout.write(
             f"{verb} {result.deleted:,} snapshots observed before "
-            f"{result.cutoff:%Y-%m-%d %H:%M} UTC (first and last of each job kept) in "
+            f"{result.cutoff:%Y-%m-%d %H:%M} UTC (first and last of each job, and its alerts' "
+            f"episodes, kept) in "
             f"{result.batches} batches of {result.batch_size:,} ids, {result.seconds:.1f}s; "
             f"longest batch {result.max_batch_seconds * 1000:.0f} ms"
         )
