@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import requests
+from django.utils import timezone
 
 from jobcenter.accounts import create_account
-from jobcenter.models import Job, ProviderAccount
+from jobcenter.alerts.evaluation import evaluate_after_sync
+from jobcenter.models import Job, ProviderAccount, SyncRun
+from jobcenter.sync.engine import AccountSync
+from providers.base import JobErrorRecord, JobRecord, Status
 from providers.sandbox.client import SandboxClient
 
 
@@ -96,3 +101,32 @@ def users(n: int, fail: range | set[int] = frozenset()) -> list[dict[str, Any]]:
         }
         for i in range(n)
     ]
+
+
+def observe_job(
+    account: ProviderAccount, status: Status, failed: int, created_at: datetime | None = None
+) -> SyncRun:
+    """One sync run that sees Klaviyo job "job-1" in `status` (10 rows, `failed` of them
+    refused) through the engine's write path, then the alert evaluation every sync ends
+    with. The account's lease must be held by "test"."""
+    run = SyncRun.objects.create(account=account, trigger="manual")
+    engine = AccountSync(account, run, owner="test")
+    errors = [JobErrorRecord(message=f"row {n} refused", code="invalid") for n in range(failed)]
+    ended = status in (Status.FAILED, Status.SUCCEEDED)
+    record = JobRecord(
+        kind="catalog-item-bulk-create-job",
+        external_id="job-1",
+        status=status,
+        provider_status="complete" if ended else "processing",
+        raw={"id": "job-1", "status": status.value, "failed": failed},
+        total_count=10,
+        completed_count=10 - failed,
+        failed_count=failed,
+        created_at=created_at,
+        errors=errors if status == Status.FAILED else None,
+    )
+    engine.pages.apply_records([record])
+    run.outcome, run.finished_at = "succeeded", timezone.now()
+    run.save()
+    evaluate_after_sync(run)
+    return run

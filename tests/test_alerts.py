@@ -11,6 +11,7 @@ import logging
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from django.core import mail
@@ -32,10 +33,10 @@ from jobcenter.models import (
     ProviderAccount,
     SyncRun,
 )
-from jobcenter.sync.engine import AccountSync, sync_account
+from jobcenter.sync.engine import sync_account
 from jobcenter.tasks import dispatch_due_syncs
-from providers.base import JobErrorRecord, JobRecord, Status
-from tests.factories import sandbox_account
+from providers.base import Status
+from tests.factories import observe_job, sandbox_account
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -185,28 +186,7 @@ def test_a_job_that_recovers_and_fails_again_alerts_again(sandbox, ops_email) ->
     AlertRule.objects.create(name="failures", channel=ops_email, on_job_failed=True)
     account, _ = sandbox_account(sandbox, "klaviyo", jobs_per_kind=0)
     ProviderAccount.objects.filter(pk=account.pk).update(lease_owner="test")
-
-    def observe(status: Status, failed: int) -> None:
-        """One sync run that sees the job in `status`, through the engine's write path."""
-        run = SyncRun.objects.create(account=account, trigger="manual")
-        engine = AccountSync(account, run, owner="test")
-        errors = [JobErrorRecord(message=f"row {n} refused", code="invalid") for n in range(failed)]
-        record = JobRecord(
-            kind="catalog-item-bulk-create-job",
-            external_id="job-1",
-            status=status,
-            provider_status="complete" if status != Status.RUNNING else "processing",
-            raw={"id": "job-1", "status": status.value, "failed": failed},
-            total_count=10,
-            completed_count=10 - failed,
-            failed_count=failed,
-            created_at=datetime(2026, 1, 1, tzinfo=UTC),
-            errors=errors if status == Status.FAILED else None,
-        )
-        engine.pages.apply_records([record])
-        run.outcome, run.finished_at = "succeeded", timezone.now()
-        run.save()
-        evaluation.evaluate_after_sync(run)
+    observe = partial(observe_job, account, created_at=datetime(2026, 1, 1, tzinfo=UTC))
 
     observe(Status.FAILED, 10)
     observe(Status.FAILED, 10)  # unchanged

@@ -19,7 +19,6 @@ from django.test import override_settings
 from django.utils import timezone
 
 from bench.seed import seed
-from jobcenter.alerts.evaluation import evaluate_after_sync
 from jobcenter.alerts.ledger import JOB_EVENT_STATES
 from jobcenter.models import (
     AlertChannel,
@@ -29,12 +28,11 @@ from jobcenter.models import (
     Job,
     JobSnapshot,
     ProviderAccount,
-    SyncRun,
 )
-from jobcenter.sync.engine import AccountSync
 from jobcenter.sync.pruning import prune
 from jobcenter.sync.retention import PruneResult, prune_snapshots
-from providers.base import JobErrorRecord, JobRecord, Status
+from providers.base import Status
+from tests.factories import observe_job
 
 
 def make_job(name: str = "a") -> Job:
@@ -124,30 +122,6 @@ def test_command_uses_the_setting_counts_on_dry_run_and_refuses_nonsense() -> No
         prune_snapshots(0)
 
 
-def observe(account: ProviderAccount, status: Status, failed: int) -> SyncRun:
-    """One sync run that sees the job in `status` through the engine's write path, then
-    the alert evaluation that follows every sync."""
-    run = SyncRun.objects.create(account=account, trigger="manual")
-    engine = AccountSync(account, run, owner="test")
-    errors = [JobErrorRecord(message=f"row {n} refused", code="invalid") for n in range(failed)]
-    record = JobRecord(
-        kind="catalog-item-bulk-create-job",
-        external_id="job-1",
-        status=status,
-        provider_status="complete" if status == Status.FAILED else "processing",
-        raw={"id": "job-1", "status": status.value, "failed": failed},
-        total_count=10,
-        completed_count=10 - failed,
-        failed_count=failed,
-        errors=errors if status == Status.FAILED else None,
-    )
-    engine.pages.apply_records([record])
-    run.outcome, run.finished_at = "succeeded", timezone.now()
-    run.save()
-    evaluate_after_sync(run)
-    return run
-
-
 def prune_snapshots_by(entry: str, dry_run: bool) -> int:
     """Prune snapshots by one of the three ways in; returns what it deleted (or would)."""
     if entry == "prune_snapshots":
@@ -171,11 +145,11 @@ def test_pruning_snapshots_never_makes_a_job_still_failed_alert_again(entry: str
     AlertRule.objects.create(name="failures", channel=channel, on_job_failed=True)
     account = ProviderAccount.objects.create(name="ledger", provider="klaviyo")
     ProviderAccount.objects.filter(pk=account.pk).update(lease_owner="test")
-    observe(account, Status.RUNNING, 0)
-    observe(account, Status.QUEUED, 0)  # requeued by the provider
-    observe(account, Status.RUNNING, 0)
-    observe(account, Status.FAILED, 10)  # the alert: episode = the snapshot before
-    observe(account, Status.FAILED, 9)  # still failed, counts moved: no alert
+    observe_job(account, Status.RUNNING, 0)
+    observe_job(account, Status.QUEUED, 0)  # requeued by the provider
+    observe_job(account, Status.RUNNING, 0)
+    observe_job(account, Status.FAILED, 10)  # the alert: episode = the snapshot before
+    observe_job(account, Status.FAILED, 9)  # still failed, counts moved: no alert
     event = AlertEvent.objects.get()
     assert (AlertDelivery.objects.count(), len(mail.outbox)) == (1, 1)
     snapshots = list(JobSnapshot.objects.order_by("id").values_list("id", "status"))
@@ -191,11 +165,11 @@ def test_pruning_snapshots_never_makes_a_job_still_failed_alert_again(entry: str
     assert kept == {snapshots[0][0], snapshots[2][0], snapshots[4][0]}
     assert would == deleted == 2
     assert prune_snapshots_by(entry, dry_run=False) == 0
-    observe(account, Status.FAILED, 8)  # still failed, evaluated again: the same episode
+    observe_job(account, Status.FAILED, 8)  # still failed, evaluated again: the same episode
     assert list(AlertEvent.objects.all()) == [event]
     assert (AlertDelivery.objects.count(), len(mail.outbox)) == (1, 1)
-    observe(account, Status.RUNNING, 0)  # retried, and failed again: a new episode
-    observe(account, Status.FAILED, 10)
+    observe_job(account, Status.RUNNING, 0)  # retried, and failed again: a new episode
+    observe_job(account, Status.FAILED, 10)
     assert AlertEvent.objects.count() == 2
     assert (AlertDelivery.objects.count(), len(mail.outbox)) == (2, 2)
 
